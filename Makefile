@@ -1,0 +1,52 @@
+# One command per stage. Each target first makes .venv from requirements.txt when it is missing or
+# older than requirements.txt, so `make cnn` and `make test` work on a fresh clone.
+#
+# Options pass through as variables:  make cnn DATA_DIR=../shared/data/mnist-mini EPOCHS=2
+#   DATA_DIR  folder with MNIST idx files / mnist.json.gz (default: ./work, then PaddlePaddle's cache)
+#   EPOCHS, SEED, DEVICE (auto|cpu|gpu), ARGS (any other flags, e.g. ARGS="--opt sgd --lr 0.01")
+#   CKPT      checkpoint for `make resume` (default checkpoint/mnist_epoch0)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+DATA_DIR ?=
+EPOCHS   ?=
+SEED     ?=
+DEVICE   ?=
+ARGS     ?=
+CKPT     ?= checkpoint/mnist_epoch0
+
+RUN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DEVICE),--device $(DEVICE)) $(ARGS)
+TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
+
+.DEFAULT_GOAL := help
+.PHONY: help install cnn resume test golden clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@echo "  variables: DATA_DIR EPOCHS SEED DEVICE ARGS CKPT (e.g. make cnn DATA_DIR=../shared/data/mnist-mini)"
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)  ## create or update .venv from requirements.txt
+
+cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, metrics and plots in runs/cnn
+	$(PY) mnist_cnn.py $(TRAIN_FLAGS)
+
+resume: $(STAMP)  ## continue from CKPT and compare with runs/cnn/metrics.json when it exists
+	$(PY) resume.py --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		$(if $(wildcard runs/cnn/metrics.json),--compare runs/cnn/metrics.json)
+
+test: $(STAMP)  ## run the tests (offline, synthetic data, a few minutes)
+	$(PY) -m pytest -q tests
+
+golden: $(STAMP)  ## regenerate tests/golden/*.json deliberately (then review and commit the diff)
+	$(PY) tests/make_golden.py
+
+clean:  ## remove runs/, checkpoint/ and results/ (not .venv)
+	rm -rf runs checkpoint results

@@ -1,0 +1,65 @@
+"""Shared fixtures: synthetic data in the real formats, and a runner for the scripts as subprocesses
+(the real use: every run is a fresh process, as a user's would be)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'tests'))
+
+import fixtures  # noqa: E402
+
+# One fixed run of the CNN on the synthetic data: the golden-loss and resume tests all use it.
+GOLDEN_ARGS = ['--epochs', '3', '--seed', '0', '--log-every', '1000']
+
+
+def script_env(home):
+    env = dict(os.environ)
+    env['HOME'] = str(home)  # PaddlePaddle's data cache (~/.cache/paddle) is empty here
+    # Any download attempt fails at once (a closed local port), as on a machine without network.
+    for var in ('HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'ALL_PROXY'):
+        env[var] = 'http://127.0.0.1:9'
+    env.pop('NO_PROXY', None)
+    env.pop('no_proxy', None)
+    return env
+
+
+@pytest.fixture(scope='session')
+def run_script(tmp_path_factory):
+    """run_script('mnist_cnn.py', *args, cwd=folder) -> CompletedProcess (text output)."""
+    home = tmp_path_factory.mktemp('home')
+
+    def run(script, *args, cwd, timeout=600):
+        return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
+                              env=script_env(home), capture_output=True, text=True, timeout=timeout)
+    return run
+
+
+@pytest.fixture(scope='session')
+def idx_dir(tmp_path_factory):
+    return fixtures.write_idx_folder(str(tmp_path_factory.mktemp('mnist_idx')))
+
+
+@pytest.fixture(scope='session')
+def json_gz(tmp_path_factory):
+    return fixtures.write_json_gz(str(tmp_path_factory.mktemp('mnist_json') / 'mnist.json.gz'))
+
+
+def read_metrics(folder):
+    with open(Path(folder) / 'metrics.json') as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope='session')
+def cnn_run(tmp_path_factory, run_script, idx_dir):
+    """The uninterrupted 3-epoch CNN run with a checkpoint after every epoch."""
+    work = tmp_path_factory.mktemp('cnn_run')
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *GOLDEN_ARGS, cwd=work)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {'dir': work, 'ckpt': work / 'checkpoint', 'out': work / 'runs' / 'cnn',
+            'metrics': read_metrics(work / 'runs' / 'cnn'), 'stdout': proc.stdout}

@@ -1,0 +1,129 @@
+"""The scripts end to end, as a user runs them: subprocesses, real files, exit codes, messages."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import common
+import fixtures
+from conftest import read_metrics
+
+SCRIPTS = ['mnist_cnn.py', 'resume.py']
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_help(run_script, tmp_path, script):
+    proc = run_script(script, '--help', cwd=tmp_path)
+    assert proc.returncode == 0 and '--data-dir' in proc.stdout
+    assert 'ccache' not in proc.stderr  # paddle's import-time noise is filtered
+
+
+def test_tiny_run_writes_metrics_plots_and_checkpoints(run_script, idx_dir, tmp_path):
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '1', '--train-limit', '150',
+                      '--batch-size', '50', '--check-shape', '--check-content', '--opt', 'sgd',
+                      '--schedule', 'constant', '--l2', '0.001', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'conv1+relu: paddle.Size([50, 20, 28, 28])' in proc.stdout  # --check-shape
+    assert 'conv1 kernel [0][0]' in proc.stdout  # --check-content
+    assert 'epoch: 0, batch: 0, loss is:' in proc.stdout
+    m = read_metrics(tmp_path / 'runs' / 'cnn')
+    for key in ('config', 'batch_losses', 'epochs', 'eval', 'wall_s', 'paddle_version', 'device'):
+        assert key in m
+    assert len(m['batch_losses']) == 3
+    assert set(m['epochs'][0]) >= {'epoch', 'train_loss', 'train_acc', 'valid_loss', 'valid_acc',
+                                    'samples_per_s', 'seconds'}
+    assert m['config']['data']['sizes'] == {'train': 150, 'valid': 100, 'eval': 200}
+    assert m['config']['opt'] == 'sgd' and m['config']['l2'] == 0.001
+    for name in ('loss.png', 'acc.png', 'model.pdparams', 'model.json'):
+        assert (tmp_path / 'runs' / 'cnn' / name).is_file()
+    for ext in ('pdparams', 'pdopt', 'json'):
+        assert (tmp_path / 'checkpoint' / f'mnist_epoch0.{ext}').is_file()
+
+
+def test_mse_variant_trains_and_resumes(run_script, idx_dir, tmp_path):
+    """Stage 四's regression head (fc 980->1) goes through the same loop, checkpoint and resume."""
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '2', '--train-limit', '200',
+                      '--loss', 'mse', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    full = read_metrics(tmp_path / 'runs' / 'cnn')
+    proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--compare',
+                      'runs/cnn/metrics.json', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert read_metrics(tmp_path / 'runs' / 'resume')['batch_losses'] == full['batch_losses'][2:]
+
+
+def digit_png(path, label, size=56, dark_on_light=True):
+    """A fixture digit drawn like a user's scan: bigger than 28x28, dark ink on white paper."""
+    images, labels = fixtures.synthetic_digits(200, seed=2)
+    img = images[list(labels).index(label)]
+    if dark_on_light:
+        img = 255 - img
+    Image.fromarray(img).resize((size, size)).save(path)
+    return path
+
+
+def test_predict_on_a_png(cnn_run, run_script, tmp_path):
+    image = digit_png(tmp_path / 'digit.png', label=3)
+    proc = run_script('mnist_cnn.py', '--predict', image, '--out', cnn_run['out'], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'predicted digit: 3 (probability' in proc.stdout
+
+
+def test_image_normalisation_matches_the_data(tmp_path):
+    """A dark-on-light scan and a light-on-dark one give the same input, like the training data."""
+    a = common.load_digit_image(str(digit_png(tmp_path / 'a.png', 5, size=28, dark_on_light=True)))
+    b = common.load_digit_image(str(digit_png(tmp_path / 'b.png', 5, size=28, dark_on_light=False)))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a.shape == (1, 1, 28, 28) and a.min() == -1.0
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--epochs', '0'], 'argument --epochs: must be greater than 0'),
+    (['--batch-size', '-5'], 'argument --batch-size: must be greater than 0'),
+    (['--lr', '0'], 'argument --lr: must be a finite number greater than 0'),
+    (['--lr', 'fast'], "argument --lr: expected a number, got 'fast'"),
+    (['--opt', 'rmsprop'], "argument --opt: invalid choice: 'rmsprop'"),
+    (['--device', 'tpu'], "argument --device: invalid choice: 'tpu'"),
+])
+def test_bad_flags(run_script, idx_dir, tmp_path, args, message):
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--data-dir', 'missing_folder'], 'error: --data-dir missing_folder does not exist'),
+    (['--predict', 'nothing.png', '--out', '.'], 'error: no checkpoint at'),
+    (['--device', 'gpu'], 'error: --device gpu was asked for, but this PaddlePaddle has no CUDA'),
+])
+def test_clear_errors(run_script, tmp_path, args, message):
+    proc = run_script('mnist_cnn.py', *args, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1  # one sentence
+
+
+def test_predict_errors(cnn_run, run_script, tmp_path):
+    proc = run_script('mnist_cnn.py', '--predict', 'missing.png', '--out', cnn_run['out'], cwd=tmp_path)
+    assert proc.returncode == 1 and 'no such file' in proc.stderr
+    (tmp_path / 'notes.png').write_text('not an image')
+    proc = run_script('mnist_cnn.py', '--predict', 'notes.png', '--out', cnn_run['out'], cwd=tmp_path)
+    assert proc.returncode == 1 and 'is not an image PIL can read' in proc.stderr
+
+
+def test_resume_errors(cnn_run, run_script, tmp_path):
+    proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch7', cwd=tmp_path)
+    assert proc.returncode == 1 and 'no checkpoint at checkpoint/mnist_epoch7' in proc.stderr
+    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', cwd=tmp_path)
+    assert proc.returncode == 1 and 'already at the end of the run (3 epochs)' in proc.stderr
+    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--compare',
+                      'missing.json', '--out', tmp_path / 'o', '--ckpt-dir', tmp_path / 'c', cwd=tmp_path)
+    assert proc.returncode == 1 and 'missing.json does not exist' in proc.stderr
+
+
+def test_jupyter_argument_is_ignored(cnn_run, tmp_path):
+    args = common.parse_args(__import__('mnist_cnn').build_parser(),
+                             ['-f', '/root/.local/share/jupyter/runtime/kernel-1.json', '--epochs', '2'])
+    assert args.epochs == 2

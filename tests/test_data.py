@@ -1,0 +1,154 @@
+"""MNIST loading from both formats, the split, batching order, and clear errors for bad data."""
+import gzip
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import common
+import fixtures
+
+
+def test_idx_folder_splits_shapes_and_values(idx_dir):
+    splits, source = common.load_mnist_splits(idx_dir, verbose=False)
+    # 600 training images: the last sixth (100) validates, as 60,000 -> 50,000 + 10,000
+    assert source['sizes'] == {'train': 500, 'valid': 100, 'eval': 200}
+    for name, (x, y) in splits.items():
+        assert x.dtype == np.float32 and x.shape == (len(y), 1, 28, 28)
+        assert y.dtype == np.int64 and set(np.unique(y)) <= set(range(10))
+        assert x.min() == -1.0 and x.max() <= 1.0  # background -1, as the tutorial's data
+    raw_images, raw_labels = fixtures.synthetic_digits(fixtures.TRAIN_N, seed=1)
+    np.testing.assert_array_equal(splits['valid'][1], raw_labels[500:])  # valid = the last images
+    np.testing.assert_array_equal(splits['train'][0][0, 0], raw_images[0] / np.float32(127.5) - 1)
+
+
+def test_uncompressed_idx_files_read_the_same(idx_dir, tmp_path):
+    plain = fixtures.write_idx_folder(str(tmp_path / 'plain'), gz=False)
+    a, _ = common.load_mnist_splits(idx_dir, verbose=False)
+    b, _ = common.load_mnist_splits(plain, verbose=False)
+    for name in common.SPLITS:
+        np.testing.assert_array_equal(a[name][0], b[name][0])
+
+
+def test_json_gz_format(json_gz):
+    for path in (json_gz, os.path.dirname(json_gz)):  # the file, or a folder holding it
+        splits, source = common.load_mnist_splits(path, verbose=False)
+        assert source['kind'] == 'json'
+        assert source['sizes'] == {'train': 120, 'valid': 30, 'eval': 50}
+        x, y = splits['eval']
+        assert x.shape == (50, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int64
+        assert -1.0 <= x.min() and x.max() <= 1.0
+    x, y = common.load_mnist('valid', json_gz)
+    assert len(y) == 30
+
+
+def test_work_folder_is_looked_up_first(json_gz, tmp_path, monkeypatch):
+    (tmp_path / 'work').mkdir()
+    shutil.copy(json_gz, tmp_path / 'work' / 'mnist.json.gz')
+    monkeypatch.chdir(tmp_path)
+    assert common.resolve_data_source(None) == ('json', os.path.join('work', 'mnist.json.gz'))
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch():
+    a = common.epoch_order(1000, seed=0, epoch=3)
+    np.random.seed(123)  # global state must not matter
+    np.testing.assert_array_equal(a, common.epoch_order(1000, seed=0, epoch=3))
+    assert not np.array_equal(a, common.epoch_order(1000, seed=0, epoch=4))
+    assert not np.array_equal(a, common.epoch_order(1000, seed=1, epoch=3))
+    assert sorted(a) == list(range(1000))
+
+
+def test_batches_cover_every_image_once_and_can_start_midway():
+    x = np.arange(250).reshape(250, 1)
+    y = np.arange(250)
+    seen = [b for _, _, b in common.batches(x, y, 100, seed=5, epoch=2)]
+    assert [len(b) for b in seen] == [100, 100, 50]  # the last batch is smaller, as the tutorial's
+    assert sorted(np.concatenate(seen)) == list(range(250))
+    rest = [b for _, _, b in common.batches(x, y, 100, seed=5, epoch=2, start=1)]
+    np.testing.assert_array_equal(np.concatenate(rest), np.concatenate(seen[1:]))
+
+
+def test_train_limit_clamps_with_a_notice(idx_dir, capsys):
+    splits, source = common.load_mnist_splits(idx_dir, verbose=False)
+    limited = common.limit_train(splits, dict(source, sizes=dict(source['sizes'])), 50)
+    assert len(limited['train'][1]) == 50
+    same = common.limit_train(splits, source, 10_000)
+    assert len(same['train'][1]) == 500
+    assert 'more than the 500 training images' in capsys.readouterr().out
+
+
+# ---- bad data: one clear sentence each ---------------------------------------------------------
+
+def broken_copy(idx_dir, tmp_path):
+    folder = tmp_path / 'broken'
+    shutil.copytree(idx_dir, folder)
+    return folder
+
+
+def rewrite(path, data):
+    with gzip.open(path, 'wb') as f:
+        f.write(data)
+
+
+def raw(path):
+    with gzip.open(path, 'rb') as f:
+        return f.read()
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda f: os.remove(f / 't10k-labels-idx1-ubyte.gz'), 'lacks the MNIST file(s) t10k-labels'),
+    (lambda f: rewrite(f / 'train-images-idx3-ubyte.gz', b'\x00\x00\x08\x99' + raw(
+        f / 'train-images-idx3-ubyte.gz')[4:]), 'not an MNIST idx file (magic number 2201'),
+    (lambda f: rewrite(f / 'train-images-idx3-ubyte.gz', raw(f / 'train-images-idx3-ubyte.gz')[:-100]),
+     'truncated'),
+    (lambda f: rewrite(f / 'train-labels-idx1-ubyte.gz', fixtures.idx_bytes(np.zeros(599, np.uint8))),
+     '600 images but the labels file has 599'),
+    (lambda f: (f / 't10k-images-idx3-ubyte.gz').write_bytes(
+        (f / 't10k-images-idx3-ubyte.gz').read_bytes()[:200]), 'corrupt gzip'),
+])
+def test_bad_idx_data(idx_dir, tmp_path, damage, message):
+    folder = broken_copy(idx_dir, tmp_path)
+    damage(folder)
+    with pytest.raises(common.UserError) as err:
+        common.load_mnist_splits(str(folder), verbose=False)
+    assert message in str(err.value)
+
+
+def test_empty_and_missing_data_dirs(tmp_path):
+    with pytest.raises(common.UserError, match='does not exist'):
+        common.load_mnist_splits(str(tmp_path / 'nowhere'))
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(common.UserError, match='lacks the MNIST file'):
+        common.load_mnist_splits(str(tmp_path / 'empty'))
+
+
+@pytest.mark.parametrize('content, message', [
+    ([[[[0.0] * 784], [1]], [[[0.0] * 784], [1]]], 'layout [train, valid, eval]'),
+    ([[[[0.0] * 783], [1]]] * 3, 'expected [N, 784] images'),
+    ([[[[0.0] * 784] * 2, [1]]] * 3, 'expected [N, 784] images and N labels'),
+])
+def test_bad_json_gz(tmp_path, content, message):
+    path = tmp_path / 'mnist.json.gz'
+    with gzip.open(path, 'wt') as f:
+        json.dump(content, f)
+    with pytest.raises(common.UserError) as err:
+        common.load_mnist_splits(str(path), verbose=False)
+    assert message in str(err.value)
+
+
+def test_no_data_and_no_network_says_where_it_looked(tmp_path, monkeypatch):
+    """A real download attempt through PaddlePaddle's downloader, to a closed local port."""
+    monkeypatch.setenv('HOME', str(tmp_path))
+    for var in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'):
+        monkeypatch.setenv(var, 'http://127.0.0.1:9')
+    monkeypatch.delenv('NO_PROXY', raising=False)
+    monkeypatch.delenv('no_proxy', raising=False)
+    monkeypatch.chdir(tmp_path)
+    import paddle.dataset.common as pdc
+    monkeypatch.setattr(pdc, 'DATA_HOME', str(tmp_path / '.cache' / 'paddle' / 'dataset'))
+    with pytest.raises(common.UserError) as err:
+        common.load_mnist_splits(None)
+    text = str(err.value)
+    assert 'work/mnist.json.gz' in text and '--data-dir' in text and 'download' in text
