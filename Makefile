@@ -5,6 +5,7 @@
 #   DATA_DIR  folder with MNIST idx files / mnist.json.gz (default: ./work, then PaddlePaddle's cache)
 #   EPOCHS, SEED, DEVICE (auto|cpu|gpu), ARGS (any other flags, e.g. ARGS="--opt sgd --lr 0.01")
 #   CKPT      checkpoint for `make resume` (default checkpoint/mnist_epoch0)
+#   HOUSING_DATA  folder holding housing.data, or the file (default: ./work, then PaddlePaddle's cache)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,16 +18,18 @@ SEED     ?=
 DEVICE   ?=
 ARGS     ?=
 CKPT     ?= checkpoint/mnist_epoch0
+HOUSING_DATA ?=
 
 RUN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DEVICE),--device $(DEVICE)) $(ARGS)
+HOUSING_FLAGS = $(if $(HOUSING_DATA),--data-dir $(HOUSING_DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
 
 .DEFAULT_GOAL := help
-.PHONY: help install cnn resume test golden clean
+.PHONY: help install cnn resume housing test golden clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  variables: DATA_DIR EPOCHS SEED DEVICE ARGS CKPT (e.g. make cnn DATA_DIR=../shared/data/mnist-mini)"
+	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT (e.g. make cnn DATA_DIR=../shared/data/mnist-mini)"
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +44,11 @@ cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, me
 resume: $(STAMP)  ## continue from CKPT and compare with runs/cnn/metrics.json when it exists
 	$(PY) resume.py --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(wildcard runs/cnn/metrics.json),--compare runs/cnn/metrics.json)
+
+housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/housing*)
+	$(PY) housing.py --impl numpy --method gd --out runs/housing-numpy-gd $(HOUSING_FLAGS)
+	$(PY) housing.py --impl numpy --method sgd --out runs/housing-numpy-sgd $(HOUSING_FLAGS)
+	$(PY) housing.py --impl paddle --out runs/housing $(HOUSING_FLAGS)
 
 test: $(STAMP)  ## run the tests (offline, synthetic data, a few minutes)
 	$(PY) -m pytest -q tests

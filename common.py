@@ -248,16 +248,22 @@ def paddle_cache_dir():
     return os.path.join(os.path.expanduser('~'), '.cache', 'paddle', 'dataset', 'mnist')
 
 
+def download(url, module, md5, hint):
+    """Fetch url into PaddlePaddle's cache (~/.cache/paddle/dataset/<module>/) with the framework's
+    own downloader, which checks the md5 and retries; one clear error when that fails."""
+    from paddle.dataset.common import download as paddle_download
+    try:
+        return paddle_download(url, module, md5)
+    except Exception as e:  # no network, or a file whose md5 never matched
+        fail(f'the download of {url} failed ({e}). {hint}')
+
+
 def download_mnist():
-    """Fetch the four idx files into PaddlePaddle's cache with the framework's downloader (md5-checked)."""
-    from paddle.dataset.common import download
+    """The four idx files into PaddlePaddle's cache, as paddle.vision.datasets.MNIST would."""
+    hint = (f'Looked for ./work/mnist.json.gz and the idx files in {paddle_cache_dir()}; on a machine '
+            f'without network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
     for key, name in IDX_FILES.items():
-        try:
-            download(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key])
-        except Exception as e:  # no network, or a file whose md5 never matched
-            fail(f'no MNIST data found and the download of {name}.gz failed ({e}). Looked in '
-                 f'./work/mnist.json.gz and {paddle_cache_dir()}; on a machine without network pass '
-                 f'--data-dir with a folder holding the four idx files or mnist.json.gz')
+        download(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
     return paddle_cache_dir()
 
 
@@ -376,13 +382,14 @@ OPTIMIZERS = ('sgd', 'momentum', 'adagrad', 'adam')
 
 
 def add_train_args(parser, epochs, lr, opt, schedule, loss='ce', batch_size=100):
-    parser.add_argument('--epochs', type=positive_int, default=epochs)
-    parser.add_argument('--batch-size', type=positive_int, default=batch_size)
+    parser.add_argument('--epochs', type=positive_int, default=epochs, help='passes over the training split')
+    parser.add_argument('--batch-size', type=positive_int, default=batch_size, help='images per step')
     parser.add_argument('--lr', type=positive_float, default=lr, help='(initial) learning rate')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0,
+                        help='initial weights and every epoch\'s order derive from it')
     parser.add_argument('--loss', default=loss, choices=['ce', 'mse'],
                         help='ce: 10-way softmax + cross-entropy; mse: one output regressing the digit')
-    parser.add_argument('--opt', default=opt, choices=OPTIMIZERS)
+    parser.add_argument('--opt', default=opt, choices=OPTIMIZERS, help='optimizer (stage 六)')
     parser.add_argument('--schedule', default=schedule, choices=['poly', 'constant'],
                         help='poly: PolynomialDecay from --lr to --lr/10 over all steps (stage 九)')
     parser.add_argument('--l2', type=non_negative_float, default=0.0,
@@ -749,40 +756,50 @@ def in_notebook():
     return 'ipykernel' in sys.modules
 
 
-def save_plots(metrics, out, title):
-    """loss.png (training loss of every batch) and acc.png (train/valid accuracy per epoch)."""
+def _pyplot():
     import matplotlib
     if not in_notebook():
         matplotlib.use('Agg')  # headless: files only
     import matplotlib.pyplot as plt
-    steps = np.arange(len(metrics['batch_losses'])) + metrics.get('first_step', 0)
+    return plt
+
+
+def plot_lines(path, series, title, xlabel, ylabel, markers=False, logy=False):
+    """One PNG with a line per entry of series {label: (x, y)}; shown inline in a notebook too."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, metrics['batch_losses'], color='tab:red', linewidth=0.8, label='train loss (per batch)')
-    ax.set_xlabel('step (batch)')
-    ax.set_ylabel('loss')
-    ax.set_title(f'{title}: training loss')
+    for label, (x, y) in series.items():
+        ax.plot(x, y, marker='o' if markers else None, linewidth=1 if not markers else 1.5, label=label)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale('log')
+    ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(out, 'loss.png'), dpi=100)
-    paths = [os.path.join(out, 'loss.png')]
-    rows = metrics['epochs']
-    if rows:
-        fig2, ax2 = plt.subplots(figsize=(7, 4))
-        epochs = [r['epoch'] for r in rows]
-        ax2.plot(epochs, [r['train_acc'] for r in rows], 'o-', label='train')
-        if rows[0]['valid_acc'] is not None:
-            ax2.plot(epochs, [r['valid_acc'] for r in rows], 's-', label='valid')
-        ax2.set_xlabel('epoch')
-        ax2.set_ylabel('accuracy')
-        ax2.set_xticks(epochs)
-        ax2.set_title(f'{title}: accuracy per epoch')
-        ax2.legend()
-        fig2.tight_layout()
-        fig2.savefig(os.path.join(out, 'acc.png'), dpi=100)
-        paths.append(os.path.join(out, 'acc.png'))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
     if in_notebook():
         plt.show()
-    plt.close('all')
+    plt.close(fig)
+    return path
+
+
+def save_plots(metrics, out, title):
+    """loss.png (training loss of every batch) and acc.png (train/valid accuracy per epoch)."""
+    steps = np.arange(len(metrics['batch_losses'])) + metrics.get('first_step', 0)
+    paths = [plot_lines(os.path.join(out, 'loss.png'),
+                        {'train loss (per batch)': (steps, metrics['batch_losses'])},
+                        f'{title}: training loss', 'step (batch)', 'loss')]
+    rows = metrics['epochs']
+    if rows:
+        epochs = [r['epoch'] for r in rows]
+        series = {'train': (epochs, [r['train_acc'] for r in rows])}
+        if rows[0]['valid_acc'] is not None:
+            series['valid'] = (epochs, [r['valid_acc'] for r in rows])
+        paths.append(plot_lines(os.path.join(out, 'acc.png'), series, f'{title}: accuracy per epoch',
+                                'epoch', 'accuracy', markers=True))
     return paths
 
 
