@@ -25,7 +25,7 @@ HOUSING_FLAGS = $(if $(HOUSING_DATA),--data-dir $(HOUSING_DATA)) $(if $(EPOCHS),
 TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
 
 .DEFAULT_GOAL := help
-.PHONY: help install cnn resume housing test golden clean
+.PHONY: help install cnn resume housing linear mlp test golden clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -44,6 +44,15 @@ cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, me
 resume: $(STAMP)  ## continue from CKPT and compare with runs/cnn/metrics.json when it exists
 	$(PY) resume.py --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(wildcard runs/cnn/metrics.json),--compare runs/cnn/metrics.json)
+
+linear: $(STAMP)  ## stage 二: Linear(784->1) with MSE, then as a softmax classifier (runs/linear*)
+	$(PY) mnist_linear.py --out runs/linear --ckpt-dir checkpoint/linear $(TRAIN_FLAGS)
+	$(PY) mnist_linear.py --loss ce --out runs/linear-ce --ckpt-dir checkpoint/linear-ce $(TRAIN_FLAGS)
+
+mlp: $(STAMP)  ## stage 四: MLP 784-10-10-1 (MSE), with cross-entropy, and in numpy (runs/mlp*)
+	$(PY) mnist_mlp.py --out runs/mlp --ckpt-dir checkpoint/mlp $(TRAIN_FLAGS)
+	$(PY) mnist_mlp.py --loss ce --out runs/mlp-ce --ckpt-dir checkpoint/mlp-ce $(TRAIN_FLAGS)
+	$(PY) mnist_mlp.py --impl numpy --out runs/mlp-numpy $(TRAIN_FLAGS)
 
 housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/housing*)
 	$(PY) housing.py --impl numpy --method gd --out runs/housing-numpy-gd $(HOUSING_FLAGS)

@@ -435,14 +435,20 @@ def loss_and_correct(output, labels, loss_kind):
 def evaluate(model, images, labels, loss_kind, batch_size=1000):
     """Mean loss and accuracy over a whole split (stage 八: evaluation on held-out data)."""
     model.eval()
-    total_loss, total_correct = 0.0, 0
+    total_loss, total_correct, total_abs = 0.0, 0, 0.0
     for _, x, y in batches(images, labels, batch_size):
-        loss, correct = loss_and_correct(model(paddle.to_tensor(x)), paddle.to_tensor(y), loss_kind)
+        output = model(paddle.to_tensor(x))
+        loss, correct = loss_and_correct(output, paddle.to_tensor(y), loss_kind)
         total_loss += float(loss) * len(y)
         total_correct += correct
+        if loss_kind == 'mse':  # regression: how far off is the predicted number, on average
+            total_abs += float(np.abs(output.numpy()[:, 0] - y).sum())
     model.train()
     n = max(len(labels), 1)
-    return {'loss': total_loss / n, 'acc': total_correct / n}
+    result = {'loss': total_loss / n, 'acc': total_correct / n}
+    if loss_kind == 'mse':
+        result['mae'] = total_abs / n
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,7 +505,9 @@ def save_checkpoint(prefix, model, optimizer, meta):
     hashes = {}
     for ext, state in files.items():
         path = f'{prefix}.{ext}'
-        atomic_write(path, lambda tmp, state=state: paddle.save(state, tmp))
+        with warnings.catch_warnings():  # plain SGD has no optimizer state: paddle warns, we still
+            warnings.filterwarnings('ignore', message='The input state dict is empty')  # want the file
+            atomic_write(path, lambda tmp, state=state: paddle.save(state, tmp))
         hashes[ext] = sha256(path)
     write_json(prefix + '.json', dict(meta, files=hashes))
 
@@ -737,10 +745,6 @@ def run_and_report(train_fn):
         raise SystemExit(130)
 
 
-def new_run_id():
-    return uuid.uuid4().hex[:12]
-
-
 def write_metrics(out, cfg, record, eval_result, wall_s, device, extra=None):
     """<out>/metrics.json: the keys every training script writes, so runs can be compared."""
     metrics = {'config': cfg, 'batch_losses': record['batch_losses'],
@@ -750,6 +754,60 @@ def write_metrics(out, cfg, record, eval_result, wall_s, device, extra=None):
     metrics.update(extra or {})
     write_json(os.path.join(out, 'metrics.json'), metrics)
     return metrics
+
+
+def prepare_run(args, name, ignore=()):
+    """Data, config and a free checkpoint folder for a new training run.
+    Returns (splits, cfg); cfg holds every option, the data source and sizes, and what the LR
+    schedule spans, so that resume.py can rebuild the run from a checkpoint alone."""
+    splits, source = load_mnist_splits(args.data_dir)
+    splits = limit_train(splits, source, args.train_limit)
+    steps_per_epoch = math.ceil(source['sizes']['train'] / args.batch_size)
+    not_config = ('predict', 'model', 'overwrite', 'log_every') + tuple(ignore)
+    cfg = {k: v for k, v in vars(args).items() if k not in not_config}
+    cfg.update(data=source, schedule_steps=args.epochs * steps_per_epoch,
+               train_fingerprint=fingerprint(*splits['train']))
+    check_ckpt_dir_free(args.ckpt_dir, name, cfg, args.overwrite)
+    return splits, cfg
+
+
+def new_run(name, script, ckpt_dir, log_every, run_id=None):
+    return {'name': name, 'script': script, 'run_id': run_id or uuid.uuid4().hex[:12],
+            'ckpt_dir': ckpt_dir, 'log_every': log_every}
+
+
+def finish_run(model, cfg, splits, record, run, out, device, wall_start, title, extra=None):
+    """After training: evaluate on the eval split (八), save the final model, metrics.json, plots."""
+    result = None
+    if len(splits['eval'][1]):
+        result = evaluate(model, *splits['eval'], cfg['loss'])
+        mae = f', mean absolute error {result["mae"]:.4f}' if 'mae' in result else ''
+        print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f}{mae} '
+              f'on {len(splits["eval"][1]):,} images')
+    save_checkpoint(os.path.join(out, 'model'), model, None,
+                    {'script': run['script'], 'run_id': run['run_id'], 'config': cfg})
+    metrics = write_metrics(out, cfg, record, result, time.perf_counter() - wall_start, device,
+                            dict(extra or {}, run_id=run['run_id']))
+    plots = save_plots(metrics, out, title)
+    print(f'wrote {out}/metrics.json, {", ".join(plots)} and {out}/model.pdparams')
+    return metrics
+
+
+def predict_from_run(args, script, build_model):
+    """--predict IMAGE: rebuild the model trained into --out (or --model) and classify one image."""
+    prefix = checkpoint_prefix(args.model or os.path.join(args.out, 'model'))
+    meta = read_checkpoint_meta(prefix)
+    if meta.get('script') != script:
+        fail(f'{prefix}.pdparams was trained by {meta.get("script")}.py, not {script}.py; '
+             f'use that script\'s --predict')
+    image = load_digit_image(args.predict)  # check the image before building anything
+    with paddle.utils.unique_name.guard():
+        model = build_model(meta['config'])
+        load_model_state(model, prefix + '.pdparams')
+        digit, prob = predict_digit(model, image, meta['config']['loss'])
+    detail = f' (probability {prob:.4f})' if prob is not None else ' (regression output, rounded)'
+    print(f'predicted digit: {digit}{detail}')
+    return digit, prob
 
 
 def in_notebook():

@@ -11,8 +11,6 @@ every epoch (checkpoint/mnist_epoch{N}.pdparams/.pdopt) with Adam and Polynomial
     python resume.py --ckpt checkpoint/mnist_epoch0   # continue from the end of epoch 0
 """
 import argparse
-import math
-import os
 import time
 
 import common  # first: it sets CPU switches that must precede paddle's import
@@ -23,6 +21,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 NAME = 'mnist'  # checkpoint names: checkpoint/mnist_epoch{N}, as in the tutorial
+SCRIPT = 'mnist_cnn'
 
 
 # ---- config ---------------------------------------------------------------------------------
@@ -96,43 +95,17 @@ def check_layers(model, images, seed, shapes=True, content=False):
         print(f'output of the last layer for the first image: {np.array2string(x.numpy()[0], precision=4)}')
 
 
-def predict(args):
-    """--predict IMAGE: load the trained model (and its settings) and classify one image."""
-    prefix = common.checkpoint_prefix(args.model or os.path.join(args.out, 'model'))
-    meta = common.read_checkpoint_meta(prefix)
-    if meta.get('script') != 'mnist_cnn':
-        common.fail(f'{prefix}.pdparams was trained by {meta.get("script")}.py, not mnist_cnn.py; '
-                    f'use that script\'s --predict')
-    image = common.load_digit_image(args.predict)  # check the image before building anything
-    model = build_model(meta['config'])
-    common.load_model_state(model, prefix + '.pdparams')
-    digit, prob = common.predict_digit(model, image, meta['config']['loss'])
-    detail = f' (probability {prob:.4f})' if prob is not None else ' (regression output, rounded)'
-    print(f'predicted digit: {digit}{detail}')
-    return digit, prob
-
-
 # ---- train, evaluate, save -------------------------------------------------------------------
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     if args.predict:
-        with paddle.utils.unique_name.guard():
-            return predict(args)
+        return common.predict_from_run(args, SCRIPT, build_model)
     wall_start = time.perf_counter()
     device = common.select_device(args.device)
 
-    # data (三): train / valid / eval splits as numpy arrays
-    splits, source = common.load_mnist_splits(args.data_dir)
-    splits = common.limit_train(splits, source, args.train_limit)
-    steps_per_epoch = math.ceil(source['sizes']['train'] / args.batch_size)
-
-    # config: every option, the data, and what the LR schedule spans (so a resume rebuilds it)
-    cfg = {k: v for k, v in vars(args).items()
-           if k not in ('predict', 'model', 'check_shape', 'check_content', 'overwrite', 'log_every')}
-    cfg.update(data=source, schedule_steps=args.epochs * steps_per_epoch,
-               train_fingerprint=common.fingerprint(*splits['train']))
-    common.check_ckpt_dir_free(args.ckpt_dir, NAME, cfg, args.overwrite)
+    # data (三) and the run's config: train / valid / eval splits as numpy arrays
+    splits, cfg = common.prepare_run(args, NAME, ignore=('check_shape', 'check_content'))
 
     # model and optimizer, built inside a fresh name scope so that the parameter (and optimizer
     # state) names are the same in every process and every call: resume depends on it.
@@ -144,23 +117,11 @@ def main(argv=None):
             check_layers(model, splits['train'][0][:args.batch_size], args.seed,
                          args.check_shape, args.check_content)
 
-        run = {'name': NAME, 'script': 'mnist_cnn', 'run_id': common.new_run_id(),
-               'ckpt_dir': args.ckpt_dir, 'log_every': args.log_every}
+        # train, with a checkpoint after every epoch (九); then evaluate (八) and save
+        run = common.new_run(NAME, SCRIPT, args.ckpt_dir, args.log_every)
         record = common.run_and_report(
             lambda: common.train(model, optimizer, scheduler, cfg, splits, run))
-
-        # evaluate on the held-out eval split (八), save the final model, metrics and plots
-        result = common.evaluate(model, *splits['eval'], cfg['loss']) if len(splits['eval'][1]) else None
-        if result:
-            print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f} '
-                  f'on {len(splits["eval"][1]):,} images')
-        common.save_checkpoint(os.path.join(args.out, 'model'), model, None,
-                               {'script': 'mnist_cnn', 'run_id': run['run_id'], 'config': cfg})
-    metrics = common.write_metrics(args.out, cfg, record, result,
-                                   time.perf_counter() - wall_start, device, {'run_id': run['run_id']})
-    plots = common.save_plots(metrics, args.out, 'CNN')
-    print(f'wrote {args.out}/metrics.json, {", ".join(plots)} and {args.out}/model.pdparams')
-    return metrics
+        return common.finish_run(model, cfg, splits, record, run, args.out, device, wall_start, 'CNN')
 
 
 if __name__ == '__main__':

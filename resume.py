@@ -14,7 +14,6 @@ from global random state.)
 import argparse
 import importlib
 import os
-import sys
 import time
 
 import common  # first: it sets CPU switches that must precede paddle's import
@@ -103,20 +102,12 @@ def main(argv=None):
         common.load_optimizer_state(optimizer, prefix + '.pdopt')  # includes the LR scheduler
         print(f'resuming {prefix} (run {meta["run_id"]}) at epoch {meta["next_epoch"]}, '
               f'batch {meta["next_batch"]}; training to epoch {cfg["epochs"] - 1}')
-        run = {'name': meta['model'], 'script': meta['script'], 'run_id': meta['run_id'],
-               'ckpt_dir': ckpt_dir, 'log_every': args.log_every}
+        run = common.new_run(meta['model'], meta['script'], ckpt_dir, args.log_every, meta['run_id'])
         record = common.run_and_report(lambda: common.train(
             model, optimizer, scheduler, cfg, splits, run,
             start_epoch=meta['next_epoch'], start_batch=meta['next_batch'], partial=meta['partial']))
-        result = common.evaluate(model, *splits['eval'], cfg['loss']) if len(splits['eval'][1]) else None
-        if result:
-            print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f}')
-        common.save_checkpoint(os.path.join(args.out, 'model'), model, None,
-                               {'script': meta['script'], 'run_id': meta['run_id'], 'config': cfg})
-    metrics = common.write_metrics(args.out, cfg, record, result, time.perf_counter() - wall_start,
-                                   device, {'run_id': meta['run_id'], 'resumed_from': prefix})
-    common.save_plots(metrics, args.out, f'{meta["model"]} (resumed)')
-    print(f'wrote {args.out}/metrics.json')
+        metrics = common.finish_run(model, cfg, splits, record, run, args.out, device, wall_start,
+                                    f'{meta["model"]} (resumed)', {'resumed_from': prefix})
 
     if args.compare:
         reference = common.load_json(args.compare, 'metrics file from mnist_cnn.py')
