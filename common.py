@@ -258,13 +258,27 @@ def download(url, module, md5, hint):
         fail(f'the download of {url} failed ({e}). {hint}')
 
 
+def md5(path):
+    h = hashlib.md5()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def download_mnist():
-    """The four idx files into PaddlePaddle's cache, as paddle.vision.datasets.MNIST would."""
-    hint = (f'Looked for ./work/mnist.json.gz and the idx files in {paddle_cache_dir()}; on a machine '
-            f'without network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
+    """The four idx files in PaddlePaddle's cache, as paddle.vision.datasets.MNIST keeps them: files
+    already there are used when their md5 matches, otherwise (re)downloaded and checked."""
+    cache = paddle_cache_dir()
     for key, name in IDX_FILES.items():
+        path = os.path.join(cache, name + '.gz')
+        hint = (f'Looked for ./work/mnist.json.gz and the idx files in {cache}; on a machine without '
+                f'network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
+        if os.path.isfile(path) and md5(path) != MNIST_MD5[key]:
+            hint = (f'The cached {path} has md5 {md5(path)}, not the expected {MNIST_MD5[key]}: it is '
+                    f'damaged or another file; delete it, or pass --data-dir')
         download(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
-    return paddle_cache_dir()
+    return cache
 
 
 def resolve_data_source(data_dir=None):
@@ -281,10 +295,7 @@ def resolve_data_source(data_dir=None):
         return 'idx', data_dir
     if os.path.isfile(os.path.join('work', 'mnist.json.gz')):  # AI Studio's layout
         return 'json', os.path.join('work', 'mnist.json.gz')
-    cache = paddle_cache_dir()
-    if all(find_idx_file(cache, k) for k in IDX_FILES):
-        return 'idx', cache
-    return 'idx', download_mnist()
+    return 'idx', download_mnist()  # PaddlePaddle's cache, md5-checked, downloading what is missing
 
 
 def load_mnist_splits(data_dir=None, verbose=True):
@@ -591,13 +602,17 @@ def load_model_state(model, path):
         fail(f'{path} is not a parameter file (it holds a {type(state).__name__})')
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
     found = {k: list(np.shape(v)) for k, v in state.items()}
-    problems = [f'{k} missing' for k in expected if k not in found]
-    problems += [f'{k} unexpected' for k in found if k not in expected]
-    problems += [f'{k} has shape {found[k]}, model needs {expected[k]}'
-                 for k in expected if k in found and found[k] != expected[k]]
+    def names(keys):
+        return ', '.join(keys[:6]) + (f' and {len(keys) - 6} more' if len(keys) > 6 else '')
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [f'{k} is {found[k]}, needs {expected[k]}' for k in expected
+                if k in found and found[k] != expected[k]]
+    problems = [f'{label} {names(keys)}' for label, keys in
+                (('missing', missing), ('unexpected', unexpected), ('wrong shape:', reshaped)) if keys]
     if problems:
-        fail(f'{path} does not fit this model ({type(model).__name__}): {"; ".join(problems[:6])}'
-             f'{" ..." if len(problems) > 6 else ""}; it is a checkpoint of another model or settings')
+        fail(f'{path} does not fit this model ({type(model).__name__}): {"; ".join(problems)}; '
+             f'it is a checkpoint of another model or other settings')
     model.set_state_dict(state)
 
 

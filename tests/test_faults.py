@@ -1,0 +1,214 @@
+"""Faults a learner meets: a killed kernel (SIGKILL), Ctrl-C, a damaged or foreign checkpoint, a
+run that diverges, a reused checkpoint folder. Real training subprocesses throughout."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import common  # before paddle, as in the scripts
+
+import numpy as np
+import paddle
+import pytest
+from conftest import ROOT, read_metrics, script_env
+
+# 4 epochs of 25 small batches: long enough to be killed at many different moments
+FAULT_ARGS = ['--epochs', '4', '--batch-size', '20', '--seed', '3', '--log-every', '1']
+
+
+@pytest.fixture(scope='module')
+def reference(idx_dir, run_script, tmp_path_factory):
+    """The uninterrupted run every faulty run must reproduce."""
+    work = tmp_path_factory.mktemp('fault_reference')
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    return work
+
+
+def start(script, args, cwd, home):
+    return subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
+                            env=script_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for_lines(proc, count):
+    """Read progress lines until `count` have been printed (or the process ends)."""
+    seen = 0
+    for line in proc.stdout:
+        if line.startswith('epoch'):
+            seen += 1
+            if seen >= count:
+                return True
+    return False
+
+
+def assert_every_file_is_whole(ckpt_dir):
+    """Whatever a kill left behind: each checkpoint file loads; each description verifies."""
+    for name in os.listdir(ckpt_dir):
+        path = os.path.join(ckpt_dir, name)
+        if name.startswith('.'):  # an unfinished temporary file: never read by anything
+            continue
+        if name.endswith('.json'):
+            common.read_checkpoint_meta(path[:-5])  # both files present, hashes match
+        else:
+            paddle.load(path)  # not truncated
+
+
+def test_sigkill_at_random_points_never_damages_checkpoints(reference, idx_dir, tmp_path):
+    rng = np.random.default_rng(2024)  # seeded: the same kill points every run of the test
+    ckpt = tmp_path / 'checkpoint'
+    finished = lambda found: found and found[-1][2]['next_epoch'] >= 4
+    kills = 0
+    for attempt in range(5):
+        found = common.list_checkpoints(str(ckpt))
+        if finished(found):
+            break
+        if found:  # continue from the newest complete checkpoint, as a user would
+            proc = start('resume.py', ['--ckpt', 'latest', '--log-every', '1'], tmp_path, tmp_path)
+        else:
+            proc = start('mnist_cnn.py', ['--data-dir', idx_dir, *FAULT_ARGS], tmp_path, tmp_path)
+        if wait_for_lines(proc, int(rng.integers(5, 40))):
+            time.sleep(float(rng.uniform(0, 0.05)))  # sometimes mid-step, sometimes mid-save
+            proc.kill()
+            kills += 1
+        proc.wait(timeout=120)
+        proc.stdout.close()
+        proc.stderr.close()
+        if ckpt.exists():
+            assert_every_file_is_whole(str(ckpt))
+    assert kills >= 3
+    found = common.list_checkpoints(str(ckpt))
+    if not finished(found):  # the last leg, uninterrupted, compared batch by batch
+        script, args = ('resume.py', ['--ckpt', 'latest', '--compare',
+                                      reference / 'runs' / 'cnn' / 'metrics.json']) if found else \
+            ('mnist_cnn.py', ['--data-dir', idx_dir, *FAULT_ARGS])
+        proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=tmp_path,
+                              env=script_env(tmp_path), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    # However it was interrupted, the final state is the same bytes as the uninterrupted run's.
+    for epoch in range(4):
+        ours = json.loads((ckpt / f'mnist_epoch{epoch}.json').read_text())['files']
+        theirs = json.loads((reference / 'checkpoint' / f'mnist_epoch{epoch}.json').read_text())['files']
+        assert ours == theirs, epoch
+
+
+def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference, idx_dir, tmp_path):
+    proc = start('mnist_cnn.py', ['--data-dir', idx_dir, *FAULT_ARGS], tmp_path, tmp_path)
+    assert wait_for_lines(proc, 25 + 1 + 8)  # epoch 0 (25 batches + its summary), 8 batches of epoch 1
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert 'python resume.py --ckpt checkpoint/mnist_interrupted' in err
+    meta = common.read_checkpoint_meta(str(tmp_path / 'checkpoint' / 'mnist_interrupted'))
+    assert meta['next_epoch'] == 1 and 0 < meta['next_batch'] < 25
+
+    res = subprocess.run([sys.executable, str(ROOT / 'resume.py'), '--ckpt', 'latest', '--compare',
+                          str(reference / 'runs' / 'cnn' / 'metrics.json')], cwd=tmp_path,
+                         env=script_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert 'bit-identical' in res.stdout
+    full = read_metrics(reference / 'runs' / 'cnn')
+    resumed = read_metrics(tmp_path / 'runs' / 'resume')
+    assert resumed['batch_losses'] == full['batch_losses'][25 + meta['next_batch']:]
+    # The interrupted epoch's summary counts the batches before the interrupt too.
+    for key in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc'):
+        assert resumed['epochs'][0][key] == full['epochs'][1][key]
+
+
+def test_latest_and_folder_pick_the_newest_checkpoint(reference):
+    prefix, meta = common.find_checkpoint(str(reference / 'checkpoint'))
+    assert prefix.endswith('mnist_epoch3') and meta['next_epoch'] == 4
+
+
+def test_new_run_never_overwrites_another_runs_checkpoints(reference, run_script, idx_dir, tmp_path):
+    work = tmp_path / 'w'
+    shutil.copytree(reference, work)
+    before = (work / 'checkpoint' / 'mnist_epoch0.pdparams').read_bytes()
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
+    assert proc.returncode == 1
+    assert 'holds checkpoints of another run' in proc.stderr and '--overwrite' in proc.stderr
+    assert (work / 'checkpoint' / 'mnist_epoch0.pdparams').read_bytes() == before
+    # The same settings again rewrite the same bytes, so they need no --overwrite.
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / 'checkpoint' / 'mnist_epoch0.pdparams').read_bytes() == before
+
+
+def damaged_copy(reference, tmp_path):
+    work = tmp_path / 'w'
+    shutil.copytree(reference / 'checkpoint', work)
+    return work
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda w: os.remove(w / 'mnist_epoch0.pdopt'),
+     'mnist_epoch0.pdopt is missing: the checkpoint'),
+    (lambda w: (w / 'mnist_epoch0.pdparams').write_bytes((w / 'mnist_epoch0.pdparams').read_bytes()[:500]),
+     'mnist_epoch0.pdparams is damaged or belongs to another run'),
+    (lambda w: shutil.copy(w / 'mnist_epoch1.pdopt', w / 'mnist_epoch0.pdopt'),
+     'mnist_epoch0.pdopt is damaged or belongs to another run'),
+    (lambda w: os.remove(w / 'mnist_epoch0.json'),
+     'mnist_epoch0.json is missing'),
+    (lambda w: (w / 'mnist_epoch0.json').write_text('{"half": '),
+     'is not a checkpoint description'),
+])
+def test_damaged_checkpoints(reference, run_script, tmp_path, damage, message):
+    work = damaged_copy(reference, tmp_path)
+    damage(work)
+    proc = run_script('resume.py', '--ckpt', work / 'mnist_epoch0', cwd=tmp_path)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_checkpoint_of_another_model_names_the_parameters(reference, run_script, idx_dir, tmp_path):
+    """An MLP's parameters under a CNN checkpoint's name (hashes made to match, as if a user
+    copied files around): the load names every parameter that does not fit."""
+    proc = run_script('mnist_mlp.py', '--data-dir', idx_dir, '--epochs', '1', '--loss', 'ce', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    work = damaged_copy(reference, tmp_path)
+    shutil.copy(tmp_path / 'checkpoint' / 'mlp_epoch0.pdparams', work / 'mnist_epoch0.pdparams')
+    meta = json.loads((work / 'mnist_epoch0.json').read_text())
+    meta['files']['pdparams'] = common.sha256(str(work / 'mnist_epoch0.pdparams'))
+    (work / 'mnist_epoch0.json').write_text(json.dumps(meta))
+    proc = run_script('resume.py', '--ckpt', work / 'mnist_epoch0', cwd=tmp_path)
+    assert proc.returncode == 1
+    assert 'does not fit this model (MNISTCNN): missing conv1.weight, conv1.bias' in proc.stderr
+    assert 'unexpected hidden.0.weight' in proc.stderr
+
+
+def test_divergence_stops_and_keeps_the_good_checkpoints(run_script, idx_dir, tmp_path):
+    """SGD at lr 100 on the regression head overflows within a few batches. (With cross-entropy
+    the same rate wrecks the model but the loss stays finite: log-softmax cannot overflow.)"""
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, '--opt', 'sgd', '--lr', '100', '--loss',
+                      'mse', '--epochs', '2', '--schedule', 'constant', cwd=tmp_path)
+    assert proc.returncode == 1
+    assert 'training diverged' in proc.stderr and 'smaller learning rate' in proc.stderr
+    assert 'at epoch 0, batch' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+    # nothing from the diverged state was saved
+    assert not (tmp_path / 'checkpoint' / 'mnist_epoch0.json').exists()
+    assert not (tmp_path / 'runs' / 'cnn' / 'model.pdparams').exists()
+
+
+def test_cached_download_with_wrong_md5(tmp_path, monkeypatch):
+    """A damaged file in PaddlePaddle's cache is not used: its md5 is checked, the real
+    downloader tries again (no network here), and the message names the file."""
+    import paddle.dataset.common as pdc
+    monkeypatch.setenv('HOME', str(tmp_path))
+    for var in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'):
+        monkeypatch.setenv(var, 'http://127.0.0.1:9')
+    monkeypatch.delenv('NO_PROXY', raising=False)
+    monkeypatch.delenv('no_proxy', raising=False)
+    monkeypatch.setattr(pdc, 'DATA_HOME', str(tmp_path / '.cache' / 'paddle' / 'dataset'))
+    monkeypatch.chdir(tmp_path)
+    cache = tmp_path / '.cache' / 'paddle' / 'dataset' / 'mnist'
+    cache.mkdir(parents=True)
+    (cache / 'train-images-idx3-ubyte.gz').write_bytes(b'not the real file')
+    with pytest.raises(common.UserError) as err:
+        common.load_mnist_splits(None)
+    assert 'train-images-idx3-ubyte.gz has md5' in str(err.value)
+    assert 'not the expected f68b3c2dcbeaaa9fbdd348bbdeb94873' in str(err.value)
