@@ -25,7 +25,7 @@ HOUSING_FLAGS = $(if $(HOUSING_DATA),--data-dir $(HOUSING_DATA)) $(if $(EPOCHS),
 TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
 
 .DEFAULT_GOAL := help
-.PHONY: help install cnn resume housing linear mlp test golden clean
+.PHONY: help install cnn resume housing linear mlp bench test golden clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/hous
 	$(PY) housing.py --impl numpy --method gd --out runs/housing-numpy-gd $(HOUSING_FLAGS)
 	$(PY) housing.py --impl numpy --method sgd --out runs/housing-numpy-sgd $(HOUSING_FLAGS)
 	$(PY) housing.py --impl paddle --out runs/housing $(HOUSING_FLAGS)
+
+bench: $(STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (if installed); results/bench.json
+	$(PY) bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 test: $(STAMP)  ## run the tests (offline, synthetic data, a few minutes)
 	$(PY) -m pytest -q tests
