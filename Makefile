@@ -6,6 +6,7 @@
 #   EPOCHS, SEED, DEVICE (auto|cpu|gpu), ARGS (any other flags, e.g. ARGS="--opt sgd --lr 0.01")
 #   CKPT      checkpoint for `make resume` (default checkpoint/mnist_epoch0)
 #   HOUSING_DATA  folder holding housing.data, or the file (default: ./work, then PaddlePaddle's cache)
+#   FAST=1    for `make all`: a fraction of the data, 2 epochs
 
 PYTHON ?= python3
 VENV   := .venv
@@ -25,7 +26,7 @@ HOUSING_FLAGS = $(if $(HOUSING_DATA),--data-dir $(HOUSING_DATA)) $(if $(EPOCHS),
 TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
 
 .DEFAULT_GOAL := help
-.PHONY: help install cnn resume housing linear mlp bench test golden clean
+.PHONY: help install all cnn resume housing linear mlp bench test golden clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -37,6 +38,10 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 install: $(STAMP)  ## create or update .venv from requirements.txt
+
+all: $(STAMP)  ## every stage with the tutorial's settings -> results/RESULTS.md + figures (FAST=1: minutes)
+	$(PY) results.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(HOUSING_DATA),--housing-data $(HOUSING_DATA)) \
+		$(if $(DEVICE),--device $(DEVICE)) $(if $(FAST),--fast)
 
 cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, metrics and plots in runs/cnn
 	$(PY) mnist_cnn.py $(TRAIN_FLAGS)

@@ -89,7 +89,8 @@ def add_run_args(parser, out, ckpt_dir='checkpoint'):
     """Flags every training script has: where data comes from, where results go, on which device."""
     parser.add_argument('--data-dir', default=None,
                         help='folder with the four MNIST idx files or mnist.json.gz, or the json file '
-                             '(default: ./work/mnist.json.gz, else PaddlePaddle\'s cache, downloading there)')
+                             '(default: ./work/ (mnist.json.gz or idx files), else PaddlePaddle\'s cache, '
+                             'downloading there)')
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'],
                         help='auto = the first GPU when PaddlePaddle has CUDA and sees one, else CPU')
     parser.add_argument('--out', default=out, help='run folder for metrics.json, plots and the final model')
@@ -295,6 +296,8 @@ def resolve_data_source(data_dir=None):
         return 'idx', data_dir
     if os.path.isfile(os.path.join('work', 'mnist.json.gz')):  # AI Studio's layout
         return 'json', os.path.join('work', 'mnist.json.gz')
+    if find_idx_file('work', 'train_images'):  # the idx files put in AI Studio's data folder
+        return 'idx', 'work'
     return 'idx', download_mnist()  # PaddlePaddle's cache, md5-checked, downloading what is missing
 
 
@@ -728,8 +731,10 @@ def train(model, optimizer, scheduler, cfg, splits, run, start_epoch=0, start_ba
                 sums['correct'] += correct
                 sums['seen'] += len(y)
                 if b % run['log_every'] == 0:
-                    print(f'epoch: {epoch}, batch: {b}, loss is: {value:.8f}, acc is {correct / len(y):.2f}',
-                          flush=True)
+                    elapsed = time.perf_counter() - epoch_start
+                    eta = elapsed / (b + 1 - first) * (steps_per_epoch - b - 1)
+                    print(f'epoch: {epoch}, batch: {b}, loss is: {value:.8f}, acc is {correct / len(y):.2f} '
+                          f'({elapsed:.0f}s, epoch ETA {eta:.0f}s)', flush=True)
                 if sigint.requested:
                     sums['seconds'] += time.perf_counter() - epoch_start
                     # A finished last batch means the next step is the next epoch's first.
@@ -844,13 +849,16 @@ def plot_lines(path, series, title, xlabel, ylabel, markers=False, logy=False):
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, (x, y) in series.items():
         ax.plot(x, y, marker='o' if markers else None, linewidth=1 if not markers else 1.5, label=label)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale('log')
+    if markers:  # per-epoch plots: whole-number ticks
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)

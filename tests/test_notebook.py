@@ -1,0 +1,59 @@
+"""Notebook / AI Studio use: scripts pasted into a cell, main([...]) called in-process, data in
+./work/, and the `make all --fast` pipeline."""
+import os
+import shutil
+import sys
+
+import numpy as np
+
+import mnist_cnn
+import resume
+import results
+from conftest import ROOT, read_metrics
+
+
+def test_pasted_script_runs_with_jupyters_argv(json_gz, tmp_path, monkeypatch):
+    """A cell holding mnist_cnn.py's source, run the way Jupyter runs it: no __file__, __name__ is
+    '__main__', sys.argv carries the kernel's '-f <connection file>', data in ./work/."""
+    (tmp_path / 'work').mkdir()
+    shutil.copy(json_gz, tmp_path / 'work' / 'mnist.json.gz')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, 'argv', ['ipykernel_launcher.py', '-f', '/root/.local/share/jupyter/runtime/kernel-x.json'])
+    source = (ROOT / 'mnist_cnn.py').read_text()
+    namespace = {'__name__': '__main__'}
+    exec(compile(source, 'cell', 'exec'), namespace)
+    m = read_metrics(tmp_path / 'runs' / 'cnn')
+    assert m['config']['data']['kind'] == 'json' and m['config']['data']['sizes']['train'] == 120
+    assert len(m['epochs']) == 5  # the defaults
+
+
+def test_train_then_resume_in_one_process(idx_dir, tmp_path):
+    """Two models in one process (a notebook's life): parameter and optimizer-state names are
+    rebuilt inside a fresh name scope each time, so the resume loads and matches exactly."""
+    out, ckpt = tmp_path / 'run', tmp_path / 'ckpt'
+    full = mnist_cnn.main(['--data-dir', idx_dir, '--epochs', '2', '--out', str(out), '--ckpt-dir', str(ckpt),
+                           '--log-every', '1000'])
+    again = mnist_cnn.main(['--data-dir', idx_dir, '--epochs', '2', '--out', str(tmp_path / 'again'),
+                            '--ckpt-dir', str(ckpt), '--log-every', '1000'])
+    assert again['batch_losses'] == full['batch_losses']
+    resumed = resume.main(['--ckpt', str(ckpt / 'mnist_epoch0'), '--out', str(tmp_path / 'res'),
+                           '--compare', str(out / 'metrics.json')])
+    assert resumed['batch_losses'] == full['batch_losses'][full['steps_per_epoch']:]
+
+
+def test_make_all_fast_pipeline(idx_dir, tmp_path):
+    """results.py --fast end to end: every stage runs, the report and its figures exist."""
+    from test_housing import TRUE_W
+    rng = np.random.default_rng(7)
+    features = rng.uniform(0, 10, size=(200, 13))
+    np.savetxt(tmp_path / 'housing.data', np.c_[features, features @ TRUE_W + 3.0], fmt='%.6f')
+    report = results.main(['--data-dir', idx_dir, '--housing-data', str(tmp_path / 'housing.data'),
+                           '--out', str(tmp_path / 'results'), '--fast'])
+    text = open(report).read()
+    for name, *_ in results.EXPERIMENTS:
+        assert f'| {name} |' in text
+    assert 'failed' not in text
+    assert 'identical to the uninterrupted run, every batch' in text
+    for figure in ('optimizers.png', 'mse_vs_ce.png', 'l2.png', 'resume.png'):
+        assert os.path.getsize(tmp_path / 'results' / figure) > 10_000
+        assert f'![{figure}]({figure})' in text
