@@ -98,6 +98,12 @@ def add_run_args(parser, out, ckpt_dir='checkpoint'):
     parser.add_argument('--log-every', type=positive_int, default=100, help='print a line every N batches')
 
 
+def add_predict_args(parser):
+    parser.add_argument('--predict', metavar='IMAGE',
+                        help='classify one PNG/JPG digit with the model trained into --out, then stop')
+    parser.add_argument('--model', default=None, help='model file for --predict (default: <out>/model.pdparams)')
+
+
 def parse_args(parser, argv=None):
     """argparse, but tolerant of the '-f /path/kernel.json' that Jupyter adds to sys.argv."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -259,14 +265,6 @@ def download(url, module, md5, hint):
         fail(f'the download of {url} failed ({e}). {hint}')
 
 
-def md5(path):
-    h = hashlib.md5()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download_mnist():
     """The four idx files in PaddlePaddle's cache, as paddle.vision.datasets.MNIST keeps them: files
     already there are used when their md5 matches, otherwise (re)downloaded and checked."""
@@ -275,8 +273,9 @@ def download_mnist():
         path = os.path.join(cache, name + '.gz')
         hint = (f'Looked for ./work/mnist.json.gz and the idx files in {cache}; on a machine without '
                 f'network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
-        if os.path.isfile(path) and md5(path) != MNIST_MD5[key]:
-            hint = (f'The cached {path} has md5 {md5(path)}, not the expected {MNIST_MD5[key]}: it is '
+        found = file_digest(path, 'md5') if os.path.isfile(path) else None
+        if found and found != MNIST_MD5[key]:
+            hint = (f'The cached {path} has md5 {found}, not the expected {MNIST_MD5[key]}: it is '
                     f'damaged or another file; delete it, or pass --data-dir')
         download(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
     return cache
@@ -502,8 +501,8 @@ def load_json(path, what):
         fail(f'{path} is not valid JSON; expected a {what}')
 
 
-def sha256(path):
-    h = hashlib.sha256()
+def file_digest(path, algorithm='sha256'):
+    h = hashlib.new(algorithm)
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
             h.update(chunk)
@@ -523,7 +522,7 @@ def save_checkpoint(prefix, model, optimizer, meta):
         with warnings.catch_warnings():  # plain SGD has no optimizer state: paddle warns, we still
             warnings.filterwarnings('ignore', message='The input state dict is empty')  # want the file
             atomic_write(path, lambda tmp, state=state: paddle.save(state, tmp))
-        hashes[ext] = sha256(path)
+        hashes[ext] = file_digest(path)
     write_json(prefix + '.json', dict(meta, files=hashes))
 
 
@@ -553,7 +552,7 @@ def read_checkpoint_meta(prefix):
         path = f'{prefix}.{ext}'
         if not os.path.isfile(path):
             fail(f'{path} is missing: the checkpoint {prefix} needs both its .pdparams and .pdopt files')
-        if sha256(path) != digest:
+        if file_digest(path) != digest:
             fail(f'{path} is damaged or belongs to another run (its sha256 differs from the one '
                  f'recorded in {meta_path}); resume from another checkpoint')
     return meta

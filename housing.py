@@ -74,9 +74,10 @@ def find_housing(data_dir):
 
 def load_housing(path):
     """All numbers of the file, reshaped to [N, 14]."""
-    try:
-        values = np.loadtxt(path, dtype=np.float64).reshape(-1)
-    except ValueError as e:
+    try:  # every number in the file, whatever the line breaks (as the tutorial's np.fromfile(sep=' '))
+        with open(path) as f:
+            values = np.array(f.read().split(), dtype=np.float64)
+    except (ValueError, UnicodeDecodeError) as e:
         common.fail(f'{path} holds something other than numbers ({e}); it is not the UCI housing.data')
     if values.size == 0 or values.size % COLUMNS:
         common.fail(f'{path} holds {values.size} numbers, not a multiple of {COLUMNS} '

@@ -35,10 +35,7 @@ def build_parser():
                         help='print every layer\'s parameter and output shapes (stage 八)')
     parser.add_argument('--check-content', action='store_true',
                         help='print sample kernel weights and feature-map values (stage 八)')
-    parser.add_argument('--predict', metavar='IMAGE',
-                        help='classify one PNG/JPG digit with the model trained into --out, then stop')
-    parser.add_argument('--model', default=None,
-                        help='model file for --predict (default: <out>/model.pdparams)')
+    common.add_predict_args(parser)
     return parser
 
 

@@ -30,9 +30,7 @@ def build_parser():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common.add_train_args(parser, epochs=10, lr=0.001, opt='sgd', schedule='constant', loss='mse')
     common.add_run_args(parser, out='runs/linear')
-    parser.add_argument('--predict', metavar='IMAGE',
-                        help='classify one PNG/JPG digit with the model trained into --out, then stop')
-    parser.add_argument('--model', default=None, help='model file for --predict (default: <out>/model.pdparams)')
+    common.add_predict_args(parser)
     return parser
 
 

@@ -51,9 +51,7 @@ def build_parser():
     parser.add_argument('--hidden', type=hidden_sizes, default=None,
                         help='hidden layer sizes, comma-separated (default: 10,10 paddle; 128 numpy)')
     common.add_run_args(parser, out='runs/mlp')
-    parser.add_argument('--predict', metavar='IMAGE',
-                        help='classify one PNG/JPG digit with the (paddle) model trained into --out, then stop')
-    parser.add_argument('--model', default=None, help='model file for --predict (default: <out>/model.pdparams)')
+    common.add_predict_args(parser)
     return parser
 
 

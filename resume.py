@@ -74,6 +74,8 @@ def compare_losses(resumed, reference):
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     wall_start = time.perf_counter()
+    # read the reference first: a wrong --compare path should not cost a whole training run
+    reference = common.load_json(args.compare, 'metrics.json of the uninterrupted run') if args.compare else None
     prefix, meta = common.find_checkpoint(args.ckpt)
     if 'next_epoch' not in meta:
         common.fail(f'{prefix} is a final model, not a training checkpoint; pass a '
@@ -109,8 +111,7 @@ def main(argv=None):
         metrics = common.finish_run(model, cfg, splits, record, run, args.out, device, wall_start,
                                     f'{meta["model"]} (resumed)', {'resumed_from': prefix})
 
-    if args.compare:
-        reference = common.load_json(args.compare, 'metrics file from mnist_cnn.py')
+    if reference is not None:
         if not compare_losses(metrics, reference):
             raise SystemExit(1)
     return metrics

@@ -121,6 +121,7 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--compare',
                       'missing.json', '--out', tmp_path / 'o', '--ckpt-dir', tmp_path / 'c', cwd=tmp_path)
     assert proc.returncode == 1 and 'missing.json does not exist' in proc.stderr
+    assert not (tmp_path / 'o').exists()  # refused before training
 
 
 def test_jupyter_argument_is_ignored(cnn_run, tmp_path):
