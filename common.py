@@ -79,7 +79,10 @@ def positive_float(text):
 
 
 def non_negative_float(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}')
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f'must be a finite number >= 0, got {text}')
     return value

@@ -84,6 +84,8 @@ def test_image_normalisation_matches_the_data(tmp_path):
     (['--lr', '0'], 'argument --lr: must be a finite number greater than 0'),
     (['--lr', 'fast'], "argument --lr: expected a number, got 'fast'"),
     (['--opt', 'rmsprop'], "argument --opt: invalid choice: 'rmsprop'"),
+    (['--l2', '-0.1'], 'argument --l2: must be a finite number >= 0, got -0.1'),
+    (['--l2', 'lots'], "argument --l2: expected a number, got 'lots'"),
     (['--device', 'tpu'], "argument --device: invalid choice: 'tpu'"),
 ])
 def test_bad_flags(run_script, idx_dir, tmp_path, args, message):
