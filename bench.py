@@ -54,6 +54,9 @@ def median(values):
     return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
+IMAGES = {'kind': 'real'}  # what the timed steps ran on, reported with the figures
+
+
 def load_images(data_dir, n):
     """Real training images when the data is there; random ones otherwise (speed does not care)."""
     import numpy as np
@@ -62,6 +65,7 @@ def load_images(data_dir, n):
         x, y = common.load_mnist('train', data_dir)
         return x[:n], y[:n]
     except Exception:  # no data: the step costs the same on random pixels
+        IMAGES['kind'] = 'random (no MNIST found)'
         rng = np.random.default_rng(0)
         return (rng.uniform(-1, 1, (n, 1, 28, 28)).astype('float32'), rng.integers(0, 10, n).astype('int64'))
 
@@ -223,7 +227,7 @@ def run_worker(args):
     data_times, step_times, extra = result
     step_s = median(step_times)
     print(json.dumps(dict(extra, step_ms=step_s * 1000, samples_per_s=100 / step_s,
-                          data_share=median(data_times) / step_s, steps=len(step_times),
+                          data_share=median(data_times) / step_s, steps=len(step_times), images=IMAGES['kind'],
                           omp_threads=os.environ.get('OMP_NUM_THREADS'),
                           mkl_debug_cpu_type=os.environ.get('MKL_DEBUG_CPU_TYPE'))))
 
@@ -279,7 +283,7 @@ def machine():
     sys.path.insert(0, HERE)
     import common  # noqa: F401  (applies the same switches as the scripts)
     import paddle
-    info.update(paddle=paddle.__version__, cpu_vendor=common._cpu_vendor(),
+    info.update(paddle=paddle.__version__, cpu_vendor=common.cpu_vendor(),
                 MKL_DEBUG_CPU_TYPE=os.environ.get('MKL_DEBUG_CPU_TYPE'),
                 OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS'))
     return info
@@ -300,7 +304,8 @@ def main(argv=None):
             if best is None or r.get('samples_per_s', 0) > best.get('samples_per_s', 0):
                 results[label] = r
     ours = results['ours'].get('samples_per_s')
-    print(f'\ntraining step, batch 100 (median of {args.steps} steps after {args.warmup}, best of {args.rounds} rounds)')
+    print(f'\ntraining step, batch 100 (median of {args.steps} steps after {args.warmup}, best of {args.rounds} rounds; '
+          f'images: {results["ours"].get("images", "?")})')
     print(f'{"":38s} {"samples/s":>10s} {"step ms":>8s} {"data %":>7s}   ours / this')
     for label, _, _ in CONFIGS:
         r = results[label]

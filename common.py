@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 
-def _cpu_vendor():
+def cpu_vendor():
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
@@ -33,7 +33,7 @@ def _cpu_vendor():
 
 # The paddle wheel bundles an MKL that takes a slow generic code path on AMD CPUs unless this is set
 # before paddle is imported (measured in bench.py). Only on AMD, and a user's own setting wins.
-if _cpu_vendor() == 'AuthenticAMD':
+if cpu_vendor() == 'AuthenticAMD':
     os.environ.setdefault('MKL_DEBUG_CPU_TYPE', '5')
 
 # paddle warns at import that ccache (a C++ build cache) is missing: irrelevant to these scripts.
@@ -260,28 +260,26 @@ def paddle_cache_dir():
 
 def download(url, module, md5, hint):
     """Fetch url into PaddlePaddle's cache (~/.cache/paddle/dataset/<module>/) with the framework's
-    own downloader, which checks the md5 and retries; one clear error when that fails."""
-    from paddle.dataset.common import download as paddle_download
+    own downloader, which uses a cached file whose md5 matches, else downloads and checks it (3
+    tries); one clear error when that fails, naming a cached file whose md5 is wrong."""
+    from paddle.dataset.common import DATA_HOME, download as paddle_download
     try:
         return paddle_download(url, module, md5)
     except Exception as e:  # no network, or a file whose md5 never matched
+        cached = os.path.join(DATA_HOME, module, url.split('/')[-1])
+        if os.path.isfile(cached) and file_digest(cached, 'md5') != md5:
+            hint = (f'The cached {cached} has md5 {file_digest(cached, "md5")}, not the expected {md5}: '
+                    f'it is damaged or another file; delete it, or pass --data-dir')
         fail(f'the download of {url} failed ({e}). {hint}')
 
 
 def download_mnist():
-    """The four idx files in PaddlePaddle's cache, as paddle.vision.datasets.MNIST keeps them: files
-    already there are used when their md5 matches, otherwise (re)downloaded and checked."""
-    cache = paddle_cache_dir()
+    """The four idx files in PaddlePaddle's cache, as paddle.vision.datasets.MNIST keeps them."""
+    hint = (f'Looked for ./work/mnist.json.gz and the idx files in {paddle_cache_dir()}; on a machine '
+            f'without network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
     for key, name in IDX_FILES.items():
-        path = os.path.join(cache, name + '.gz')
-        hint = (f'Looked for ./work/mnist.json.gz and the idx files in {cache}; on a machine without '
-                f'network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
-        found = file_digest(path, 'md5') if os.path.isfile(path) else None
-        if found and found != MNIST_MD5[key]:
-            hint = (f'The cached {path} has md5 {found}, not the expected {MNIST_MD5[key]}: it is '
-                    f'damaged or another file; delete it, or pass --data-dir')
         download(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
-    return cache
+    return paddle_cache_dir()
 
 
 def resolve_data_source(data_dir=None):
@@ -327,17 +325,18 @@ def load_mnist(split, data_dir=None):
 
 
 def limit_train(splits, source, train_limit):
-    """--train-limit N: keep the first N training images (clamped, with a notice, to what there is)."""
-    if not train_limit:
-        return splits
+    """--train-limit N: the first N training images (clamped, with a notice, to what there is).
+    Returns (splits, source) with the training split and its recorded size cut to N."""
     available = source['sizes']['train']
+    if not train_limit:
+        return splits, source
     if train_limit > available:
         print(f'note: --train-limit {train_limit} is more than the {available:,} training images; '
               f'using all of them')
-        return splits
+        return splits, source
     images, labels = splits['train']
-    source['sizes']['train'] = train_limit
-    return dict(splits, train=(images[:train_limit], labels[:train_limit]))
+    return (dict(splits, train=(images[:train_limit], labels[:train_limit])),
+            dict(source, sizes=dict(source['sizes'], train=train_limit)))
 
 
 def fingerprint(*arrays):
@@ -784,7 +783,7 @@ def prepare_run(args, name, ignore=()):
     Returns (splits, cfg); cfg holds every option, the data source and sizes, and what the LR
     schedule spans, so that resume.py can rebuild the run from a checkpoint alone."""
     splits, source = load_mnist_splits(args.data_dir)
-    splits = limit_train(splits, source, args.train_limit)
+    splits, source = limit_train(splits, source, args.train_limit)
     steps_per_epoch = math.ceil(source['sizes']['train'] / args.batch_size)
     not_config = ('predict', 'model', 'overwrite', 'log_every') + tuple(ignore)
     cfg = {k: v for k, v in vars(args).items() if k not in not_config}
@@ -837,7 +836,7 @@ def in_notebook():
     return 'ipykernel' in sys.modules
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     if not in_notebook():
         matplotlib.use('Agg')  # headless: files only
@@ -847,7 +846,7 @@ def _pyplot():
 
 def plot_lines(path, series, title, xlabel, ylabel, markers=False, logy=False):
     """One PNG with a line per entry of series {label: (x, y)}; shown inline in a notebook too."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, (x, y) in series.items():
         ax.plot(x, y, marker='o' if markers else None, linewidth=1 if not markers else 1.5, label=label)

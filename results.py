@@ -150,7 +150,7 @@ def figure_l2(runs, folder):
 
 def figure_resume(full, resumed, folder):
     """Uninterrupted and resumed losses overlaid, and their difference below (all zero when exact)."""
-    plt = common._pyplot()
+    plt = common.pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True,
                                       gridspec_kw={'height_ratios': [3, 1.3]})
     steps_full = np.arange(len(full['batch_losses']))

@@ -91,7 +91,7 @@ def main(argv=None):
 
     # the same data: the run's own source unless --data-dir points elsewhere, checked by fingerprint
     splits, source = common.load_mnist_splits(args.data_dir or cfg['data']['path'])
-    splits = common.limit_train(splits, source, cfg['train_limit'])
+    splits, source = common.limit_train(splits, source, cfg['train_limit'])
     if common.fingerprint(*splits['train']) != cfg['train_fingerprint']:
         common.fail(f'the training data at {source["path"]} differs from the data {prefix} was '
                     f'trained on ({cfg["data"]["path"]}); pass --data-dir with the original data')

@@ -72,9 +72,10 @@ def test_batches_cover_every_image_once_and_can_start_midway():
 
 def test_train_limit_clamps_with_a_notice(idx_dir, capsys):
     splits, source = common.load_mnist_splits(idx_dir, verbose=False)
-    limited = common.limit_train(splits, dict(source, sizes=dict(source['sizes'])), 50)
-    assert len(limited['train'][1]) == 50
-    same = common.limit_train(splits, source, 10_000)
+    limited, limited_source = common.limit_train(splits, source, 50)
+    assert len(limited['train'][1]) == 50 and limited_source['sizes']['train'] == 50
+    assert source['sizes']['train'] == 500  # the caller's record is untouched
+    same, _ = common.limit_train(splits, source, 10_000)
     assert len(same['train'][1]) == 500
     assert 'more than the 500 training images' in capsys.readouterr().out
 
