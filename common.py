@@ -736,11 +736,9 @@ def train(model, optimizer, scheduler, cfg, splits, run, start_epoch=0, start_ba
                     eta = elapsed / (b + 1 - first) * (steps_per_epoch - b - 1)
                     print(f'epoch: {epoch}, batch: {b}, loss is: {value:.8f}, acc is {correct / len(y):.2f} '
                           f'({elapsed:.0f}s, epoch ETA {eta:.0f}s)', flush=True)
-                if sigint.requested:
+                if sigint.requested and b + 1 < steps_per_epoch:  # on the last batch: finish the epoch
                     sums['seconds'] += time.perf_counter() - epoch_start
-                    # A finished last batch means the next step is the next epoch's first.
-                    nxt = (epoch, b + 1) if b + 1 < steps_per_epoch else (epoch + 1, 0)
-                    prefix = checkpoint(f'{run["name"]}_interrupted', epoch, nxt[0], nxt[1], sums)
+                    prefix = checkpoint(f'{run["name"]}_interrupted', epoch, epoch, b + 1, sums)
                     raise Interrupted(prefix)
             seconds = sums['seconds'] + time.perf_counter() - epoch_start
             valid = evaluate(model, valid_x, valid_y, loss_kind) if len(valid_y) else {'loss': None, 'acc': None}
@@ -754,6 +752,8 @@ def train(model, optimizer, scheduler, cfg, splits, run, start_epoch=0, start_ba
             print(f'epoch {epoch}: train loss {row["train_loss"]:.4f} acc {row["train_acc"]:.4f} | '
                   f'valid loss/acc {valid_text} | {row["samples_per_s"]:.0f} samples/s, '
                   f'{seconds:.1f} s | saved {prefix}.pdparams/.pdopt', flush=True)
+            if sigint.requested and epoch + 1 < cfg['epochs']:
+                raise Interrupted(prefix)  # the epoch's own checkpoint is the place to resume
     return record
 
 

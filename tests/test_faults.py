@@ -212,3 +212,38 @@ def test_cached_download_with_wrong_md5(tmp_path, monkeypatch):
         common.load_mnist_splits(None)
     assert 'train-images-idx3-ubyte.gz has md5' in str(err.value)
     assert 'not the expected f68b3c2dcbeaaa9fbdd348bbdeb94873' in str(err.value)
+
+
+def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, monkeypatch):
+    """Ctrl-C during the last batch of epoch 0 (raised deterministically from inside the step):
+    the epoch still validates and saves mnist_epoch0, and the resumed run's epoch rows and losses
+    equal the uninterrupted run's."""
+    import mnist_cnn
+    import resume
+    args = ['--data-dir', idx_dir, '--epochs', '2', '--batch-size', '100', '--log-every', '1000']
+    full = mnist_cnn.main(args + ['--out', str(tmp_path / 'full'), '--ckpt-dir', str(tmp_path / 'c_full')])
+    steps = full['steps_per_epoch']
+
+    calls = {'n': 0}
+    real = common.loss_and_correct
+
+    def interrupt_on_last_batch(output, labels, kind):
+        if paddle.is_grad_enabled():  # a training step, not evaluation
+            calls['n'] += 1
+            if calls['n'] == steps:
+                signal.raise_signal(signal.SIGINT)
+        return real(output, labels, kind)
+    monkeypatch.setattr(common, 'loss_and_correct', interrupt_on_last_batch)
+    with pytest.raises(SystemExit) as stop:
+        mnist_cnn.main(args + ['--out', str(tmp_path / 'part'), '--ckpt-dir', str(tmp_path / 'c')])
+    assert stop.value.code == 130
+    monkeypatch.setattr(common, 'loss_and_correct', real)
+    assert common.find_checkpoint(str(tmp_path / 'c'))[1]['next_epoch'] == 1
+    assert (tmp_path / 'c' / 'mnist_epoch0.json').exists()
+
+    resumed = resume.main(['--ckpt', str(tmp_path / 'c'), '--out', str(tmp_path / 'res'),
+                           '--compare', str(tmp_path / 'full' / 'metrics.json')])
+    assert resumed['batch_losses'] == full['batch_losses'][steps:]
+    timing = ('samples_per_s', 'seconds')
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
+    assert strip(resumed['epochs']) == strip(full['epochs'][1:])
