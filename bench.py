@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -47,12 +48,6 @@ def build_parser():
 
 
 # ---- workers: each runs in a fresh process and prints one JSON line ---------------------------
-
-def median(values):
-    values = sorted(values)
-    mid = len(values) // 2
-    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
-
 
 IMAGES = {'kind': 'real'}  # what the timed steps ran on, reported with the figures
 
@@ -225,9 +220,9 @@ def run_worker(args):
         print(json.dumps({'skipped': 'torch not installed'}))
         return
     data_times, step_times, extra = result
-    step_s = median(step_times)
+    step_s = statistics.median(step_times)
     print(json.dumps(dict(extra, step_ms=step_s * 1000, samples_per_s=100 / step_s,
-                          data_share=median(data_times) / step_s, steps=len(step_times), images=IMAGES['kind'],
+                          data_share=statistics.median(data_times) / step_s, steps=len(step_times), images=IMAGES['kind'],
                           omp_threads=os.environ.get('OMP_NUM_THREADS'),
                           mkl_debug_cpu_type=os.environ.get('MKL_DEBUG_CPU_TYPE'))))
 
