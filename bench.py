@@ -57,7 +57,7 @@ def load_images(data_dir, n):
     import numpy as np
     try:
         import common
-        x, y = common.load_mnist('train', data_dir)
+        x, y = common.load_mnist_splits(data_dir)[0]['train']
         return x[:n], y[:n]
     except Exception:  # no data: the step costs the same on random pixels
         IMAGES['kind'] = 'random (no MNIST found)'
@@ -87,15 +87,15 @@ def worker_ours(args, plain_conv=False):
     with paddle.utils.unique_name.guard():
         paddle.seed(0)
         model = mnist_cnn.build_model(cfg)
-        optimizer, scheduler = common.build_optimizer(cfg, model.parameters())
-        batches = common.batches(x, y, 100, seed=0, epoch=0)
+        optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())
+        sampler = common.EpochBatchSampler(len(y), 100, seed=0)
+        batches = iter(paddle.io.DataLoader(common.MNISTDataset(x, y), batch_sampler=sampler))
 
         def step(i):  # the body of common.train's loop
             t0 = time.perf_counter()
-            _, xb, yb = next(batches)
-            images, labels = paddle.to_tensor(xb), paddle.to_tensor(yb)
+            images, labels = next(batches)
             t1 = time.perf_counter()
-            loss, correct = common.loss_and_correct(model(images), labels, 'ce')
+            loss, correct = mnist_cnn.loss_and_correct(model(images), labels, 'ce')
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
@@ -110,7 +110,7 @@ def worker_ours(args, plain_conv=False):
             reps = -(-10_000 // len(ey))
             ex, ey = np.concatenate([ex] * reps)[:10_000], np.concatenate([ey] * reps)[:10_000]
         t0 = time.perf_counter()
-        common.evaluate(model, ex, ey, 'ce')
+        mnist_cnn.evaluate(model, paddle.io.DataLoader(common.MNISTDataset(ex, ey), batch_size=500), 'ce')
         eval_s = time.perf_counter() - t0
     return data_times[args.warmup:], step_times[args.warmup:], {'eval_10k_s': eval_s}
 

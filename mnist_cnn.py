@@ -1,54 +1,84 @@
-"""MNIST with a convolutional network: stages 四 to 九 of the tutorial in one script.
+"""MNIST with a convolutional network: stages 三 to 九 of the course in one script, top to bottom.
 
-四 the CNN (conv-pool-conv-pool-fc), 五 softmax + cross-entropy (--loss ce, default) or the digit as a
-regression target (--loss mse), 六 optimizers (--opt, --lr), 七 CPU/GPU (--device), 八 accuracy,
-layer checks (--check-shape, --check-content), evaluation, L2 (--l2), plots, 九 a checkpoint after
-every epoch (checkpoint/mnist_epoch{N}.pdparams/.pdopt) with Adam and PolynomialDecay 0.01 -> 0.001.
+    1. flags        the settings; the defaults are the tutorial's final setup (stage 九)
+    2. data (三)    paddle.io.Dataset + DataLoader; each epoch's order is fixed by (seed, epoch)
+    3. model (四)   conv-pool-conv-pool-fc, and the layer checks of stage 八
+    4. loss (五), optimizer (六)   softmax + cross-entropy or MSE; SGD/Momentum/AdaGrad/Adam, L2, LR decay
+    5. the loop     forward, loss, backward, step; each epoch: validation (八) and a checkpoint (九)
+    6. main         device (七), data, model, train, evaluate on the eval split, save, plots
 
-    python mnist_cnn.py                          # the tutorial's final setup, 5 epochs
+    python mnist_cnn.py                                  # 5 epochs of the tutorial's final setup
     python mnist_cnn.py --data-dir ../shared/data/mnist-mini --epochs 2
-    python mnist_cnn.py --predict digit.png      # classify one image with the trained model
-    python resume.py --ckpt checkpoint/mnist_epoch0   # continue from the end of epoch 0
+    python mnist_cnn.py --predict digit.png              # classify one image with the trained model
+    python resume.py --ckpt checkpoint/mnist_epoch0      # continue from the end of epoch 0
+    python -m paddle.distributed.launch --nproc_per_node 2 mnist_cnn.py    # 七: two data-parallel workers
 """
 import argparse
+import os
 import time
 
 import common  # first: it sets CPU switches that must precede paddle's import
+import checkpoints
+import predict
+import progress
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-NAME = 'mnist'  # checkpoint names: checkpoint/mnist_epoch{N}, as in the tutorial
-SCRIPT = 'mnist_cnn'
+NAME, SCRIPT = 'mnist', 'mnist_cnn'  # checkpoints: checkpoint/mnist_epoch{N}, as in the tutorial
 
 
-# ---- config ---------------------------------------------------------------------------------
+# ---- 1. flags -----------------------------------------------------------------------------------
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_train_args(parser, epochs=5, lr=0.01, opt='adam', schedule='poly')
+    parser.add_argument('--epochs', type=common.positive_int, default=5, help='passes over the training split')
+    parser.add_argument('--batch-size', type=common.positive_int, default=100,
+                        help='images per step (data-parallel: all workers together)')
+    parser.add_argument('--lr', type=common.positive_float, default=0.01, help='(initial) learning rate')
+    parser.add_argument('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
+    parser.add_argument('--loss', default='ce', choices=['ce', 'mse'],
+                        help='ce: 10 class scores, softmax + cross-entropy (五); mse: one output, the digit as a number (四)')
+    parser.add_argument('--opt', default='adam', choices=['sgd', 'momentum', 'adagrad', 'adam'], help='optimizer (六)')
+    parser.add_argument('--schedule', default='poly', choices=['poly', 'constant'],
+                        help='poly: PolynomialDecay from --lr to --lr/10 over all steps (九)')
+    parser.add_argument('--l2', type=common.non_negative_float, default=0.0, help='L2 regularisation (八); 0 = off')
+    parser.add_argument('--num-workers', type=common.non_negative_int, default=0,
+                        help='DataLoader processes preparing batches ahead (三); 0 = in the training process')
+    parser.add_argument('--check-shape', action='store_true', help='print each layer\'s parameter and output shapes (八)')
+    parser.add_argument('--check-content', action='store_true', help='print sample kernels and feature maps (八)')
     common.add_run_args(parser, out='runs/cnn')
-    parser.add_argument('--check-shape', action='store_true',
-                        help='print every layer\'s parameter and output shapes (stage 八)')
-    parser.add_argument('--check-content', action='store_true',
-                        help='print sample kernel weights and feature-map values (stage 八)')
-    common.add_predict_args(parser)
+    predict.add_args(parser)
     return parser
 
 
-# ---- model ----------------------------------------------------------------------------------
+# ---- 2. data (三) ---------------------------------------------------------------------------------
+
+def make_loaders(splits, cfg):
+    """Training batches in an order that depends on (seed, epoch) alone, so a resumed run sees the
+    batches the interrupted one would have; validation and evaluation in file order, 500 at a time."""
+    rank, world_size = common.rank_and_world()
+    train_set = common.MNISTDataset(*splits['train'])
+    sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'], rank, world_size)
+    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
+                                        use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
+    valid_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['valid']), batch_size=500)
+    eval_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['eval']), batch_size=500)
+    return train_loader, valid_loader, eval_loader
+
+
+# ---- 3. model (四) ---------------------------------------------------------------------------------
 
 class Conv2D(nn.Conv2D):
     """nn.Conv2D with the same parameters (weight, bias [C]), names and results, faster on a CPU:
-    paddle adds the bias as [1,C,1,1] on a slow path that costs a third of this network's step
-    (bench.py); added as [C,1,1] the losses are bit-identical and checkpoints are interchangeable."""
+    paddle adds the bias as [1,C,1,1] on a slow path (bench.py); added as [C,1,1] the losses are
+    bit-identical and checkpoints are interchangeable."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         bias_attr=False)
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias_attr=False)
         self.bias = self.create_parameter([out_channels], is_bias=True)  # after the weight, as nn.Conv2D
         self.conv_args = {'stride': stride, 'padding': padding}
 
@@ -81,8 +111,8 @@ def build_model(cfg):
 
 @paddle.no_grad()
 def check_layers(model, images, seed, shapes=True, content=False):
-    """Stage 八: walk one batch through the layers, printing shapes and/or sample values.
-    The sampled channel comes from the seed, not from global random state (training is unaffected)."""
+    """八: walk one batch through the layers, printing shapes and/or sample values (the sampled
+    channel comes from the seed, not from global random state, so training is unaffected)."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
@@ -91,8 +121,7 @@ def check_layers(model, images, seed, shapes=True, content=False):
         print('########## parameter shapes ##########')
         for name, p in model.named_parameters():
             print(f'{name}: {p.shape}')
-        print('########## output shape of every layer ##########')
-        print(f'input: {x.shape}')
+        print(f'########## output shape of every layer ##########\ninput: {x.shape}')
     channel = int(np.random.default_rng(seed).integers(0, 20))
     for name, step in steps:
         x = step(x)
@@ -102,38 +131,111 @@ def check_layers(model, images, seed, shapes=True, content=False):
             print(f'{name}: channel {channel} of the first image, top-left 4x4:\n'
                   f'{np.array2string(x.numpy()[0, channel, :4, :4], precision=4)}')
     if content:
-        print(f'conv1 kernel [0][0]:\n{np.array2string(model.conv1.weight.numpy()[0, 0], precision=4)}')
-        print(f'conv2 kernel [0][0]:\n{np.array2string(model.conv2.weight.numpy()[0, 0], precision=4)}')
+        for name, layer in (('conv1', model.conv1), ('conv2', model.conv2)):
+            print(f'{name} kernel [0][0]:\n{np.array2string(layer.weight.numpy()[0, 0], precision=4)}')
         print(f'output of the last layer for the first image: {np.array2string(x.numpy()[0], precision=4)}')
 
 
-# ---- train, evaluate, save -------------------------------------------------------------------
+# ---- 4. loss (五) and optimizer (六) ------------------------------------------------------------------
+
+def loss_and_correct(output, labels, loss_kind):
+    """The batch's mean loss and how many images it got right. ce: output holds 10 class scores
+    (cross_entropy applies the softmax itself, the stable form); mse: output is the digit as a number."""
+    if loss_kind == 'ce':
+        loss, predicted = F.cross_entropy(output, labels), output.argmax(axis=1)
+    else:
+        loss = F.mse_loss(output, labels.astype('float32').reshape([-1, 1]))
+        predicted = output.reshape([-1]).round().clip(0, 9).astype('int64')
+    return loss, int((predicted == labels).astype('int64').sum())
+
+
+def build_optimizer(cfg, parameters):
+    """(optimizer, LR scheduler or None): 六's optimizers, 八's L2 decay, 九's decaying rate."""
+    lr = cfg['lr']
+    if cfg['schedule'] == 'poly':  # from lr down to lr/10, linearly over all the run's steps
+        lr = paddle.optimizer.lr.PolynomialDecay(cfg['lr'], decay_steps=cfg['schedule_steps'], end_lr=cfg['lr'] / 10)
+    l2 = paddle.regularizer.L2Decay(cfg['l2']) if cfg['l2'] else None
+    optimizers = {'sgd': paddle.optimizer.SGD, 'adagrad': paddle.optimizer.Adagrad, 'adam': paddle.optimizer.Adam,
+                  'momentum': lambda **kw: paddle.optimizer.Momentum(momentum=0.9, **kw)}
+    optimizer = optimizers[cfg['opt']](learning_rate=lr, parameters=parameters, weight_decay=l2)
+    return optimizer, (lr if cfg['schedule'] == 'poly' else None)
+
+
+# ---- 5. the training loop -------------------------------------------------------------------------------
+
+def train(model, optimizer, scheduler, loaders, cfg, start=None):
+    """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
+    with validation and a checkpoint after every epoch. Returns every batch's loss and each epoch's row."""
+    train_loader, valid_loader, _ = loaders
+    net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model  # 七: averages the gradients
+    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # progress lines; Ctrl-C and NaN stop safely
+        for epoch in range(tracker.start_epoch, cfg['epochs']):
+            first = tracker.first_batch(epoch)  # 0, or the batch where a resumed run stopped
+            train_loader.batch_sampler.set_epoch(epoch, first)
+            net.train()
+            for batch_id, (images, labels) in enumerate(train_loader, start=first):
+                output = net(images)  # forward pass (前向计算)
+                loss, correct = loss_and_correct(output, labels, cfg['loss'])
+                loss = loss * train_loader.batch_sampler.share_weight(batch_id)  # 七: 1.0 unless shares differ
+                loss.backward()  # backward pass: the gradient of every parameter (反向传播)
+                optimizer.step()  # update the parameters (六)
+                optimizer.clear_grad()
+                if scheduler is not None:
+                    scheduler.step()  # the next step's learning rate (九)
+                loss_value, acc = tracker.step(epoch, batch_id, loss, correct, len(labels))
+                if batch_id % cfg['log_every'] == 0:
+                    tracker.log(f'epoch: {epoch}, batch: {batch_id}, loss is: {loss_value:.8f}, acc is {acc:.2f}')
+            valid = evaluate(model, valid_loader, cfg['loss'])  # 八: images it never trains on
+            position = tracker.end_epoch(epoch, valid)
+            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer, position)  # 九
+    return tracker.record
+
+
+@paddle.no_grad()
+def evaluate(model, loader, loss_kind):
+    """八: mean loss and accuracy over a whole split (and, for the regression, the mean absolute error)."""
+    model.eval()
+    total_loss, total_correct, total_abs, seen = 0.0, 0, 0.0, 0
+    for images, labels in loader:
+        output = model(images)
+        loss, correct = loss_and_correct(output, labels, loss_kind)
+        total_loss += float(loss) * len(labels)
+        total_correct += correct
+        total_abs += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
+        seen += len(labels)
+    model.train()
+    if not seen:
+        return {'loss': None, 'acc': None}
+    result = {'loss': total_loss / seen, 'acc': total_correct / seen}
+    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' else result
+
+
+def finish(model, loaders, cfg, record, device, wall_start, extra=None):
+    """八: the final accuracy on the eval split, which training never touched; then save everything."""
+    result = evaluate(model, loaders[2], cfg['loss'])
+    return progress.finish(model, result, cfg, record, device, wall_start, 'CNN', extra)
+
+
+# ---- 6. main -----------------------------------------------------------------------------------------
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     if args.predict:
-        return common.predict_from_run(args, SCRIPT, build_model)
+        return predict.run(args, SCRIPT, build_model)
     wall_start = time.perf_counter()
-    device = common.select_device(args.device)
-
-    # data (三) and the run's config: train / valid / eval splits as numpy arrays
-    splits, cfg = common.prepare_run(args, NAME, ignore=('check_shape', 'check_content'))
-
-    # model and optimizer, built inside a fresh name scope so that the parameter (and optimizer
-    # state) names are the same in every process and every call: resume depends on it.
-    with paddle.utils.unique_name.guard():
-        common.seed_everything(args.seed)
+    device = common.select_device(args.device)  # 七: CPU or GPU, and the data-parallel workers
+    splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
+    cfg = progress.new_config(args, NAME, SCRIPT, source, splits, ignore=('check_shape', 'check_content'))
+    loaders = make_loaders(splits, cfg)
+    # A fresh name scope: parameter and optimizer-state names are the same in every run, so checkpoints load.
+    with checkpoints.claim(args.ckpt_dir, args.out, cfg, args.overwrite), paddle.utils.unique_name.guard():
+        paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
-        optimizer, scheduler = common.build_optimizer(cfg, model.parameters())
+        optimizer, scheduler = build_optimizer(cfg, model.parameters())
         if args.check_shape or args.check_content:
-            check_layers(model, splits['train'][0][:args.batch_size], args.seed,
-                         args.check_shape, args.check_content)
-
-        # train, with a checkpoint after every epoch (九); then evaluate (八) and save
-        run = common.new_run(NAME, SCRIPT, args.ckpt_dir, args.log_every)
-        record = common.run_and_report(
-            lambda: common.train(model, optimizer, scheduler, cfg, splits, run))
-        return common.finish_run(model, cfg, splits, record, run, args.out, device, wall_start, 'CNN')
+            check_layers(model, splits['train'][0][:args.batch_size], args.seed, args.check_shape, args.check_content)
+        record = train(model, optimizer, scheduler, loaders, cfg)
+        return finish(model, loaders, cfg, record, device, wall_start)
 
 
 if __name__ == '__main__':

@@ -1,40 +1,64 @@
-"""MNIST with one linear layer: stage 二 of the tutorial, and why it falls short.
+"""MNIST with one linear layer: stage 二 of the course, and why it falls short.
 
 The tutorial first treats a digit like a house price: Linear(784 -> 1) regresses the digit as a
-number with MSE (SGD, lr 0.001, batch 100). "Accuracy" is then the rounded prediction (clipped to
+number with MSE (SGD, lr 0.001, batch 100). Its "accuracy" is the rounded prediction (clipped to
 0-9) hitting the label; the mean absolute error says how far off the number is. --loss ce keeps one
 linear layer but gives it 10 outputs and softmax + cross-entropy (multinomial logistic regression):
-the same capacity, the right loss. (LeCun et al. 1998: 12.0% test error for a linear classifier;
-PaddlePaddle's book: about 92.3% accuracy for softmax regression.)
+the same capacity, the right loss (stage 五). LeCun et al. 1998: 12.0% test error for a linear
+classifier; PaddlePaddle's book: about 92.3% accuracy for softmax regression.
 
     python mnist_linear.py --data-dir ../shared/data/mnist-mini
     python mnist_linear.py --data-dir ../shared/data/mnist-mini --loss ce
 """
 import argparse
+import os
 import time
 
 import common  # first: it sets CPU switches that must precede paddle's import
+import checkpoints
+import predict
+import progress
 
 import numpy as np
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
-NAME = 'linear'  # checkpoint/linear_epoch{N}
-SCRIPT = 'mnist_linear'
+NAME, SCRIPT = 'linear', 'mnist_linear'  # checkpoints: checkpoint/linear_epoch{N}
 
 
-# ---- config ---------------------------------------------------------------------------------
+# ---- 1. flags -----------------------------------------------------------------------------------
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    common.add_train_args(parser, epochs=10, lr=0.001, opt='sgd', schedule='constant', loss='mse')
+    parser.add_argument('--epochs', type=common.positive_int, default=10, help='passes over the training split')
+    parser.add_argument('--batch-size', type=common.positive_int, default=100, help='images per step')
+    parser.add_argument('--lr', type=common.positive_float, default=0.001, help='learning rate of plain SGD')
+    parser.add_argument('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
+    parser.add_argument('--loss', default='mse', choices=['mse', 'ce'],
+                        help='mse: one output, the digit as a number (二); ce: 10 class scores, softmax + cross-entropy (五)')
+    parser.add_argument('--num-workers', type=common.non_negative_int, default=0,
+                        help='DataLoader processes preparing batches ahead (三); 0 = in the training process')
     common.add_run_args(parser, out='runs/linear')
-    common.add_predict_args(parser)
+    predict.add_args(parser)
     return parser
 
 
-# ---- model ----------------------------------------------------------------------------------
+# ---- 2. data (三) ---------------------------------------------------------------------------------
+
+def make_loaders(splits, cfg):
+    """Training batches in an order that depends on (seed, epoch) alone; validation and evaluation in order."""
+    train_set = common.MNISTDataset(*splits['train'])
+    sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'])
+    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
+                                        use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
+    valid_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['valid']), batch_size=500)
+    eval_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['eval']), batch_size=500)
+    return train_loader, valid_loader, eval_loader
+
+
+# ---- 3. model (二) --------------------------------------------------------------------------------
 
 class MNISTLinear(nn.Layer):
     """784 pixels -> 1 number (mse) or 10 class scores (ce), no hidden layer."""
@@ -51,35 +75,105 @@ def build_model(cfg):
     return MNISTLinear(outputs=10 if cfg['loss'] == 'ce' else 1)
 
 
+# ---- 4. loss and optimizer ---------------------------------------------------------------------
+
+def loss_and_correct(output, labels, loss_kind):
+    """The batch's mean loss and how many images it got right. mse: the output is the digit as a
+    number, right when it rounds to the label; ce: 10 class scores, right when the top one is."""
+    if loss_kind == 'ce':
+        loss, predicted = F.cross_entropy(output, labels), output.argmax(axis=1)
+    else:
+        loss = F.mse_loss(output, labels.astype('float32').reshape([-1, 1]))
+        predicted = output.reshape([-1]).round().clip(0, 9).astype('int64')
+    return loss, int((predicted == labels).astype('int64').sum())
+
+
+def build_optimizer(cfg, parameters):
+    """Plain SGD at a constant rate, as the course's first stages (no LR schedule: None)."""
+    return paddle.optimizer.SGD(learning_rate=cfg['lr'], parameters=parameters), None
+
+
+# ---- 5. the training loop -------------------------------------------------------------------------
+
+def train(model, optimizer, scheduler, loaders, cfg, start=None):
+    """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
+    with validation and a checkpoint after every epoch (scheduler: unused, SGD keeps its rate)."""
+    train_loader, valid_loader, _ = loaders
+    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # progress lines; Ctrl-C and NaN stop safely
+        for epoch in range(tracker.start_epoch, cfg['epochs']):
+            first = tracker.first_batch(epoch)  # 0, or the batch where a resumed run stopped
+            train_loader.batch_sampler.set_epoch(epoch, first)
+            model.train()
+            for batch_id, (images, labels) in enumerate(train_loader, start=first):
+                output = model(images)  # forward pass
+                loss, correct = loss_and_correct(output, labels, cfg['loss'])
+                loss.backward()  # backward pass: the gradient of every parameter
+                optimizer.step()  # w <- w - lr * gradient
+                optimizer.clear_grad()
+                loss_value, acc = tracker.step(epoch, batch_id, loss, correct, len(labels))
+                if batch_id % cfg['log_every'] == 0:
+                    tracker.log(f'epoch: {epoch}, batch: {batch_id}, loss is: {loss_value:.8f}, acc is {acc:.2f}')
+            valid = evaluate(model, valid_loader, cfg['loss'])
+            position = tracker.end_epoch(epoch, valid)
+            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer, position)
+    return tracker.record
+
+
+@paddle.no_grad()
+def evaluate(model, loader, loss_kind):
+    """Mean loss and accuracy over a whole split (and, for the regression, the mean absolute error)."""
+    model.eval()
+    total_loss, total_correct, total_abs, seen = 0.0, 0, 0.0, 0
+    for images, labels in loader:
+        output = model(images)
+        loss, correct = loss_and_correct(output, labels, loss_kind)
+        total_loss += float(loss) * len(labels)
+        total_correct += correct
+        total_abs += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
+        seen += len(labels)
+    model.train()
+    if not seen:
+        return {'loss': None, 'acc': None}
+    result = {'loss': total_loss / seen, 'acc': total_correct / seen}
+    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' else result
+
+
+def finish(model, loaders, cfg, record, device, wall_start, extra=None):
+    """The final accuracy on the eval split, which training never touched; then save everything."""
+    result = evaluate(model, loaders[2], cfg['loss'])
+    return progress.finish(model, result, cfg, record, device, wall_start, f'linear ({cfg["loss"]})', extra)
+
+
 @paddle.no_grad()
 def show_predictions(model, images, labels, loss_kind, count=10):
     """A few predictions next to their labels, as the tutorial prints them."""
     model.eval()
     output = model(paddle.to_tensor(images[:count])).numpy()
-    guesses = output.argmax(axis=1) if loss_kind == 'ce' else output[:, 0]
-    for guess, label in zip(guesses, labels[:count]):
+    for guess, label in zip(output.argmax(axis=1) if loss_kind == 'ce' else output[:, 0], labels[:count]):
         shown = f'{guess:d}' if loss_kind == 'ce' else f'{guess:6.2f} -> {int(np.clip(np.round(guess), 0, 9))}'
         print(f'  label {label}: predicted {shown}')
 
 
-# ---- train, evaluate, save -------------------------------------------------------------------
+# ---- 6. main -----------------------------------------------------------------------------------------
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     if args.predict:
-        return common.predict_from_run(args, SCRIPT, build_model)
+        return predict.run(args, SCRIPT, build_model)
     wall_start = time.perf_counter()
+    if common.rank_and_world()[1] > 1:
+        common.fail('data-parallel training (stage 七) is in mnist_cnn.py; run this script without the launcher')
     device = common.select_device(args.device)
-    splits, cfg = common.prepare_run(args, NAME)
-    with paddle.utils.unique_name.guard():
-        common.seed_everything(args.seed)
+    splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
+    cfg = progress.new_config(args, NAME, SCRIPT, source, splits)
+    loaders = make_loaders(splits, cfg)
+    # A fresh name scope: parameter and optimizer-state names are the same in every run, so checkpoints load.
+    with checkpoints.claim(args.ckpt_dir, args.out, cfg, args.overwrite), paddle.utils.unique_name.guard():
+        paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
-        optimizer, scheduler = common.build_optimizer(cfg, model.parameters())
-        run = common.new_run(NAME, SCRIPT, args.ckpt_dir, args.log_every)
-        record = common.run_and_report(
-            lambda: common.train(model, optimizer, scheduler, cfg, splits, run))
-        metrics = common.finish_run(model, cfg, splits, record, run, args.out, device, wall_start,
-                                    f'linear ({args.loss})')
+        optimizer, scheduler = build_optimizer(cfg, model.parameters())
+        record = train(model, optimizer, scheduler, loaders, cfg)
+        metrics = finish(model, loaders, cfg, record, device, wall_start)
         print('first eval images:')
         show_predictions(model, *splits['eval'], args.loss)
     return metrics

@@ -1,64 +1,76 @@
-"""MNIST with a multilayer perceptron: stage 四 of the tutorial, and the course's numpy network.
+"""MNIST with a multilayer perceptron: stage 四 of the course.
 
---impl paddle (default): the tutorial's MLP 784 -> 10 -> 10 -> 1 with sigmoid hidden layers,
-regressing the digit with MSE (SGD, lr 0.01, batch 100, 5 epochs); --loss ce gives it 10 outputs
-and softmax + cross-entropy; --hidden 300 compares with LeCun et al. 1998's 300-unit MLP (4.7% error).
-
---impl numpy: a two-layer MLP written with numpy only (784 -> 128 sigmoid -> 10 softmax,
-cross-entropy, backprop by hand, mini-batch SGD at lr 0.1), as in the course's numpy chapters. It
-works on a whole batch at once (the reference trains one image at a time), and its hidden-layer
-gradient multiplies by the sigmoid's derivative (the reference adds it: a bug).
+The tutorial's MLP 784 -> 10 -> 10 -> 1 with sigmoid hidden layers, regressing the digit with MSE
+(SGD, lr 0.01, batch 100, 5 epochs); --loss ce gives it 10 outputs and softmax + cross-entropy;
+--hidden 300 compares with LeCun et al. 1998's 300-unit MLP (4.7% test error). The same network
+written in numpy, with backpropagation by hand, is mnist_numpy.py.
 
     python mnist_mlp.py --data-dir ../shared/data/mnist-mini
     python mnist_mlp.py --data-dir ../shared/data/mnist-mini --loss ce --hidden 300
-    python mnist_mlp.py --data-dir ../shared/data/mnist-mini --impl numpy
 """
 import argparse
-import math
 import os
 import time
 
 import common  # first: it sets CPU switches that must precede paddle's import
+import checkpoints
+import predict
+import progress
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-NAME = 'mlp'  # checkpoint/mlp_epoch{N}
-SCRIPT = 'mnist_mlp'
-# per implementation: hidden sizes, learning rate, loss (the tutorial's MLP; the numpy chapter's net)
-IMPL_DEFAULTS = {'paddle': ((10, 10), 0.01, 'mse'), 'numpy': ((128,), 0.1, 'ce')}
+NAME, SCRIPT = 'mlp', 'mnist_mlp'  # checkpoints: checkpoint/mlp_epoch{N}
 
 
-# ---- config ---------------------------------------------------------------------------------
+# ---- 1. flags -----------------------------------------------------------------------------------
 
 def hidden_sizes(text):
     try:
         sizes = tuple(int(s) for s in text.split(','))
     except ValueError:
         raise argparse.ArgumentTypeError(f'expected sizes like 10,10 or 300, got {text!r}')
-    if not sizes or min(sizes) <= 0:
+    if min(sizes) <= 0:
         raise argparse.ArgumentTypeError(f'hidden sizes must be positive, got {text!r}')
-    return sizes
+    return list(sizes)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--impl', default='paddle', choices=['paddle', 'numpy'])
-    common.add_train_args(parser, epochs=5, lr=None, opt='sgd', schedule='constant', loss=None)
-    parser.add_argument('--hidden', type=hidden_sizes, default=None,
-                        help='hidden layer sizes, comma-separated (default: 10,10 paddle; 128 numpy)')
+    parser.add_argument('--epochs', type=common.positive_int, default=5, help='passes over the training split')
+    parser.add_argument('--batch-size', type=common.positive_int, default=100, help='images per step')
+    parser.add_argument('--lr', type=common.positive_float, default=0.01, help='learning rate of plain SGD')
+    parser.add_argument('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
+    parser.add_argument('--loss', default='mse', choices=['mse', 'ce'],
+                        help='mse: one output, the digit as a number (四); ce: 10 class scores, softmax + cross-entropy (五)')
+    parser.add_argument('--hidden', type=hidden_sizes, default=[10, 10], help='hidden layer sizes, comma-separated')
+    parser.add_argument('--num-workers', type=common.non_negative_int, default=0,
+                        help='DataLoader processes preparing batches ahead (三); 0 = in the training process')
     common.add_run_args(parser, out='runs/mlp')
-    common.add_predict_args(parser)
+    predict.add_args(parser)
     return parser
 
 
-# ---- model 1: PaddlePaddle ---------------------------------------------------------------------
+# ---- 2. data (三) ---------------------------------------------------------------------------------
+
+def make_loaders(splits, cfg):
+    """Training batches in an order that depends on (seed, epoch) alone; validation and evaluation in order."""
+    train_set = common.MNISTDataset(*splits['train'])
+    sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'])
+    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
+                                        use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
+    valid_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['valid']), batch_size=500)
+    eval_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['eval']), batch_size=500)
+    return train_loader, valid_loader, eval_loader
+
+
+# ---- 3. model (四) --------------------------------------------------------------------------------
 
 class MNISTMLP(nn.Layer):
-    """784 -> hidden sizes (sigmoid each) -> 1 number (mse) or 10 class scores (ce)."""
+    """784 pixels -> hidden layers (sigmoid each) -> 1 number (mse) or 10 class scores (ce)."""
 
     def __init__(self, hidden=(10, 10), outputs=1):
         super().__init__()
@@ -77,128 +89,95 @@ def build_model(cfg):
     return MNISTMLP(tuple(cfg['hidden']), outputs=10 if cfg['loss'] == 'ce' else 1)
 
 
-# ---- model 2: numpy, backprop by hand ----------------------------------------------------------
+# ---- 4. loss and optimizer ---------------------------------------------------------------------
 
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-class NumpyMLP:
-    """x [N,784] -> sigmoid(x W1 + b1) [N,H] -> logits = h W2 + b2 [N,10] -> softmax cross-entropy."""
-
-    def __init__(self, hidden=128, seed=0):
-        rng = np.random.default_rng(seed)
-        # scaled so every unit starts with a moderate input (not the reference's unscaled randn)
-        self.params = {'w1': rng.standard_normal((784, hidden)) / math.sqrt(784), 'b1': np.zeros(hidden),
-                       'w2': rng.standard_normal((hidden, 10)) / math.sqrt(hidden), 'b2': np.zeros(10)}
-
-    def forward(self, x):
-        p = self.params
-        h = sigmoid(x @ p['w1'] + p['b1'])
-        return h, h @ p['w2'] + p['b2']
-
-    def loss_and_gradients(self, x, y):
-        """Mean cross-entropy over the batch and its gradient for every parameter (backprop)."""
-        h, logits = self.forward(x)
-        shifted = logits - logits.max(axis=1, keepdims=True)  # stable softmax
-        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-        n = len(y)
-        loss = -np.log(probs[np.arange(n), y]).mean()
-        d_logits = probs.copy()
-        d_logits[np.arange(n), y] -= 1.0  # d loss / d logits = softmax - one_hot, per image
-        d_logits /= n
-        d_h = d_logits @ self.params['w2'].T
-        d_z1 = d_h * h * (1.0 - h)  # through the sigmoid: multiply by its derivative
-        grads = {'w2': h.T @ d_logits, 'b2': d_logits.sum(axis=0),
-                 'w1': x.T @ d_z1, 'b1': d_z1.sum(axis=0)}
-        correct = int((logits.argmax(axis=1) == y).sum())
-        return float(loss), correct, grads
-
-    def step(self, grads, lr):
-        for k in self.params:
-            self.params[k] -= lr * grads[k]
-
-    def evaluate(self, images, labels):
-        losses, correct = 0.0, 0
-        for _, x, y in common.batches(images, labels, 1000):
-            loss, right, _ = self.loss_and_gradients(x.reshape(len(y), -1).astype(np.float64), y)
-            losses += loss * len(y)
-            correct += right
-        n = max(len(labels), 1)
-        return {'loss': losses / n, 'acc': correct / n}
+def loss_and_correct(output, labels, loss_kind):
+    """The batch's mean loss and how many images it got right. mse: the output is the digit as a
+    number, right when it rounds to the label; ce: 10 class scores, right when the top one is."""
+    if loss_kind == 'ce':
+        loss, predicted = F.cross_entropy(output, labels), output.argmax(axis=1)
+    else:
+        loss = F.mse_loss(output, labels.astype('float32').reshape([-1, 1]))
+        predicted = output.reshape([-1]).round().clip(0, 9).astype('int64')
+    return loss, int((predicted == labels).astype('int64').sum())
 
 
-def train_numpy(cfg, splits, log_every):
-    """Mini-batch SGD over the numpy MLP; returns (net, record) shaped like common.train's."""
-    net = NumpyMLP(cfg['hidden'][0], seed=cfg['seed'])
-    train_x, train_y = splits['train']
-    record = {'batch_losses': [], 'epochs': [], 'first_step': 0,
-              'steps_per_epoch': math.ceil(len(train_y) / cfg['batch_size'])}
-    for epoch in range(cfg['epochs']):
-        start, loss_sum, correct = time.perf_counter(), 0.0, 0
-        for b, x, y in common.batches(train_x, train_y, cfg['batch_size'], cfg['seed'], epoch):
-            loss, right, grads = net.loss_and_gradients(x.reshape(len(y), -1).astype(np.float64), y)
-            if not math.isfinite(loss):
-                common.fail(f'the loss became {loss} at epoch {epoch}, batch {b}: training diverged; '
-                            f'use a smaller learning rate than --lr {cfg["lr"]}')
-            net.step(grads, cfg['lr'])
-            record['batch_losses'].append(loss)
-            loss_sum, correct = loss_sum + loss * len(y), correct + right
-            if b % log_every == 0:
-                print(f'epoch: {epoch}, batch: {b}, loss is: {loss:.8f}, acc is {right / len(y):.2f}')
-        seconds = time.perf_counter() - start
-        valid = net.evaluate(*splits['valid'])
-        record['epochs'].append({'epoch': epoch, 'train_loss': loss_sum / len(train_y),
-                                 'train_acc': correct / len(train_y), 'valid_loss': valid['loss'],
-                                 'valid_acc': valid['acc'], 'samples_per_s': len(train_y) / seconds,
-                                 'seconds': seconds})
-        print(f'epoch {epoch}: train loss {loss_sum / len(train_y):.4f} acc {correct / len(train_y):.4f} | '
-              f'valid loss/acc {valid["loss"]:.4f} / {valid["acc"]:.4f} | {len(train_y) / seconds:.0f} samples/s')
-    return net, record
+def build_optimizer(cfg, parameters):
+    """Plain SGD at a constant rate, as the course's first stages (no LR schedule: None)."""
+    return paddle.optimizer.SGD(learning_rate=cfg['lr'], parameters=parameters), None
 
 
-# ---- train, evaluate, save -------------------------------------------------------------------
+# ---- 5. the training loop -------------------------------------------------------------------------
+
+def train(model, optimizer, scheduler, loaders, cfg, start=None):
+    """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
+    with validation and a checkpoint after every epoch (scheduler: unused, SGD keeps its rate)."""
+    train_loader, valid_loader, _ = loaders
+    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # progress lines; Ctrl-C and NaN stop safely
+        for epoch in range(tracker.start_epoch, cfg['epochs']):
+            first = tracker.first_batch(epoch)  # 0, or the batch where a resumed run stopped
+            train_loader.batch_sampler.set_epoch(epoch, first)
+            model.train()
+            for batch_id, (images, labels) in enumerate(train_loader, start=first):
+                output = model(images)  # forward pass
+                loss, correct = loss_and_correct(output, labels, cfg['loss'])
+                loss.backward()  # backward pass: the gradient of every parameter
+                optimizer.step()  # w <- w - lr * gradient
+                optimizer.clear_grad()
+                loss_value, acc = tracker.step(epoch, batch_id, loss, correct, len(labels))
+                if batch_id % cfg['log_every'] == 0:
+                    tracker.log(f'epoch: {epoch}, batch: {batch_id}, loss is: {loss_value:.8f}, acc is {acc:.2f}')
+            valid = evaluate(model, valid_loader, cfg['loss'])
+            position = tracker.end_epoch(epoch, valid)
+            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer, position)
+    return tracker.record
+
+
+@paddle.no_grad()
+def evaluate(model, loader, loss_kind):
+    """Mean loss and accuracy over a whole split (and, for the regression, the mean absolute error)."""
+    model.eval()
+    total_loss, total_correct, total_abs, seen = 0.0, 0, 0.0, 0
+    for images, labels in loader:
+        output = model(images)
+        loss, correct = loss_and_correct(output, labels, loss_kind)
+        total_loss += float(loss) * len(labels)
+        total_correct += correct
+        total_abs += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
+        seen += len(labels)
+    model.train()
+    if not seen:
+        return {'loss': None, 'acc': None}
+    result = {'loss': total_loss / seen, 'acc': total_correct / seen}
+    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' else result
+
+
+def finish(model, loaders, cfg, record, device, wall_start, extra=None):
+    """The final accuracy on the eval split, which training never touched; then save everything."""
+    result = evaluate(model, loaders[2], cfg['loss'])
+    return progress.finish(model, result, cfg, record, device, wall_start, f'MLP {"-".join(map(str, cfg["hidden"]))} ({cfg["loss"]})', extra)
+
+
+# ---- 6. main -----------------------------------------------------------------------------------------
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
-    hidden, lr, loss = IMPL_DEFAULTS[args.impl]
-    args.hidden, args.lr, args.loss = list(args.hidden or hidden), args.lr or lr, args.loss or loss
-    if args.impl == 'numpy' and (args.loss != 'ce' or len(args.hidden) != 1 or args.opt != 'sgd'):
-        common.fail('--impl numpy is one hidden layer with softmax cross-entropy and plain SGD; '
-                    'drop --loss mse, --opt and multi-layer --hidden, or use --impl paddle')
     if args.predict:
-        if args.impl == 'numpy':
-            common.fail('--predict uses a PaddlePaddle model; train one with --impl paddle')
-        return common.predict_from_run(args, SCRIPT, build_model)
+        return predict.run(args, SCRIPT, build_model)
     wall_start = time.perf_counter()
-
-    if args.impl == 'numpy':
-        splits, cfg = common.prepare_run(args, NAME)
-        net, record = train_numpy(cfg, splits, args.log_every)
-        result = net.evaluate(*splits['eval'])
-        print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f} on {len(splits["eval"][1]):,} images')
-        os.makedirs(args.out, exist_ok=True)
-        def write_npz(tmp):
-            with open(tmp, 'wb') as f:  # a file object: np.savez would append .npz to a name
-                np.savez(f, **net.params)
-        common.atomic_write(os.path.join(args.out, 'model.npz'), write_npz)
-        metrics = common.write_metrics(args.out, cfg, record, result, time.perf_counter() - wall_start,
-                                       'cpu (numpy)')
-        common.save_plots(metrics, args.out, 'MLP (numpy)')
-        print(f'wrote {args.out}/metrics.json, plots and {args.out}/model.npz')
-        return metrics
-
+    if common.rank_and_world()[1] > 1:
+        common.fail('data-parallel training (stage 七) is in mnist_cnn.py; run this script without the launcher')
     device = common.select_device(args.device)
-    splits, cfg = common.prepare_run(args, NAME)
-    with paddle.utils.unique_name.guard():
-        common.seed_everything(args.seed)
+    splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
+    cfg = progress.new_config(args, NAME, SCRIPT, source, splits)
+    loaders = make_loaders(splits, cfg)
+    # A fresh name scope: parameter and optimizer-state names are the same in every run, so checkpoints load.
+    with checkpoints.claim(args.ckpt_dir, args.out, cfg, args.overwrite), paddle.utils.unique_name.guard():
+        paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
-        optimizer, scheduler = common.build_optimizer(cfg, model.parameters())
-        run = common.new_run(NAME, SCRIPT, args.ckpt_dir, args.log_every)
-        record = common.run_and_report(
-            lambda: common.train(model, optimizer, scheduler, cfg, splits, run))
-        return common.finish_run(model, cfg, splits, record, run, args.out, device, wall_start,
-                                 f'MLP {"-".join(map(str, cfg["hidden"]))} ({cfg["loss"]})')
+        optimizer, scheduler = build_optimizer(cfg, model.parameters())
+        record = train(model, optimizer, scheduler, loaders, cfg)
+        return finish(model, loaders, cfg, record, device, wall_start)
 
 
 if __name__ == '__main__':

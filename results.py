@@ -15,6 +15,7 @@ import platform
 import time
 
 import common  # first: it sets CPU switches that must precede paddle's import
+import checkpoints
 
 import numpy as np
 import paddle
@@ -23,9 +24,10 @@ import housing
 import mnist_cnn
 import mnist_linear
 import mnist_mlp
+import mnist_numpy
 import resume
 
-MODULES = {'mnist_linear': mnist_linear, 'mnist_mlp': mnist_mlp, 'mnist_cnn': mnist_cnn}
+MODULES = {'mnist_linear': mnist_linear, 'mnist_mlp': mnist_mlp, 'mnist_numpy': mnist_numpy, 'mnist_cnn': mnist_cnn}
 CONSTANT = ['--schedule', 'constant']
 # (name, stage, script, model, flags): the tutorial's settings unless the flags say otherwise
 EXPERIMENTS = [
@@ -34,7 +36,7 @@ EXPERIMENTS = [
     ('mlp-mse', '四', 'mnist_mlp', 'MLP 784-10-10-1', []),
     ('mlp-ce', '四', 'mnist_mlp', 'MLP 784-10-10-10', ['--loss', 'ce']),
     ('mlp-ce-300', '四', 'mnist_mlp', 'MLP 784-300-10', ['--loss', 'ce', '--hidden', '300']),
-    ('mlp-numpy', '四', 'mnist_mlp', 'numpy MLP 784-128-10', ['--impl', 'numpy']),
+    ('mlp-numpy', '四', 'mnist_numpy', 'numpy MLP 784-128-10', []),
     ('cnn-mse-sgd', '四', 'mnist_cnn', 'CNN, fc 980-1', ['--loss', 'mse', '--opt', 'sgd'] + CONSTANT),
     ('cnn-ce-sgd', '五/六', 'mnist_cnn', 'CNN, fc 980-10', ['--opt', 'sgd'] + CONSTANT),
     ('cnn-ce-momentum', '六', 'mnist_cnn', 'CNN, fc 980-10', ['--opt', 'momentum'] + CONSTANT),
@@ -64,8 +66,9 @@ def build_parser():
 
 def run_mnist(args, name, script, flags):
     """One training run through the script's main(); a diverged or failed run is a row, not a crash."""
-    argv = flags + ['--out', os.path.join(args.out, 'runs', name), '--ckpt-dir',
-                    os.path.join(args.out, 'checkpoints', name), '--overwrite', '--device', args.device]
+    argv = flags + ['--out', os.path.join(args.out, 'runs', name)]
+    if script != 'mnist_numpy':  # the numpy network has no checkpoints and runs on the CPU
+        argv += ['--ckpt-dir', os.path.join(args.out, 'checkpoints', name), '--overwrite', '--device', args.device]
     argv += ['--data-dir', args.data_dir] if args.data_dir else []
     argv += ['--train-limit', '1000', '--epochs', '2'] if args.fast else []
     try:
@@ -83,7 +86,7 @@ def run_resume(args):
     try:
         return resume.main(argv), True
     except SystemExit:  # --compare found a difference
-        return common.load_json(os.path.join(args.out, 'runs', 'cnn-resumed', 'metrics.json'), 'metrics'), False
+        return checkpoints.load_json(os.path.join(args.out, 'runs', 'cnn-resumed', 'metrics.json'), 'metrics'), False
     except common.UserError as e:
         print(f'error: {e}')
         return None, False
@@ -167,12 +170,7 @@ def figure_resume(full, resumed, folder):
     bottom.set_ylabel('resumed - original')
     bottom.set_xlabel('step (batch)')
     fig.tight_layout()
-    path = os.path.join(folder, 'resume.png')
-    fig.savefig(path, dpi=100)
-    if common.in_notebook():
-        plt.show()
-    plt.close(fig)
-    return path
+    return common.save_figure(fig, os.path.join(folder, 'resume.png'))
 
 
 # ---- the report -------------------------------------------------------------------------------------
@@ -181,15 +179,15 @@ def mnist_row(name, stage, script, model, m):
     if 'error' in m:
         return f'| {name} | {stage} | {script}.py | {model} | | | | failed: {m["error"][:80]}… | | | | | | |'
     cfg = m['config']
-    opt = f'{cfg["opt"]}{" + poly" if cfg.get("schedule") == "poly" else ""}' if cfg.get('impl') != 'numpy' else 'sgd (numpy)'
+    opt = f'{cfg.get("opt", "sgd")}{" + poly" if cfg.get("schedule") == "poly" else ""}' + (' (numpy)' if script == 'mnist_numpy' else '')
     opt += f', L2 {cfg["l2"]}' if cfg.get('l2') else ''
     speed = np.mean([r['samples_per_s'] for r in m['epochs']]) if m['epochs'] else 0
     mae = f' (MAE {m["eval"]["mae"]:.2f})' if 'mae' in m['eval'] else ''
     sizes = cfg['data']['sizes']
     data = f'{os.path.basename(cfg["data"]["path"])} {sizes["train"]:,}/{sizes["valid"]:,}/{sizes["eval"]:,}'
-    return (f'| {name} | {stage} | {script}.py | {model} | {cfg["loss"]} | {opt}, lr {cfg["lr"]} | {cfg["epochs"]} | '
+    return (f'| {name} | {stage} | {script}.py | {model} | {cfg.get("loss", "ce")} | {opt}, lr {cfg["lr"]} | {cfg["epochs"]} | '
             f'**{100 * m["eval"]["acc"]:.2f}%**{mae} | {m["eval"]["loss"]:.4f} | {m["wall_s"]:.1f} | {speed:,.0f} | '
-            f'{data} | {m["paddle_version"]} | {m["device"]} |')
+            f'{data} | {m.get("paddle_version", "-")} | {m["device"]} |')
 
 
 def write_report(args, runs, housing_runs, resume_same, figures, total_s):

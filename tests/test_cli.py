@@ -7,6 +7,7 @@ from PIL import Image
 
 import common
 import fixtures
+import predict
 from conftest import read_metrics
 
 SCRIPTS = ['mnist_cnn.py', 'resume.py']
@@ -72,8 +73,8 @@ def test_predict_on_a_png(cnn_run, run_script, tmp_path):
 
 def test_image_normalisation_matches_the_data(tmp_path):
     """A dark-on-light scan and a light-on-dark one give the same input, like the training data."""
-    a = common.load_digit_image(str(digit_png(tmp_path / 'a.png', 5, size=28, dark_on_light=True)))
-    b = common.load_digit_image(str(digit_png(tmp_path / 'b.png', 5, size=28, dark_on_light=False)))
+    a = predict.load_digit_image(str(digit_png(tmp_path / 'a.png', 5, size=28, dark_on_light=True)))
+    b = predict.load_digit_image(str(digit_png(tmp_path / 'b.png', 5, size=28, dark_on_light=False)))
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert a.shape == (1, 1, 28, 28) and a.min() == -1.0
 
@@ -125,8 +126,3 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     assert proc.returncode == 1 and 'missing.json does not exist' in proc.stderr
     assert not (tmp_path / 'o').exists()  # refused before training
 
-
-def test_jupyter_argument_is_ignored(cnn_run, tmp_path):
-    args = common.parse_args(__import__('mnist_cnn').build_parser(),
-                             ['-f', '/root/.local/share/jupyter/runtime/kernel-1.json', '--epochs', '2'])
-    assert args.epochs == 2

@@ -12,7 +12,7 @@ import fixtures
 
 
 def test_idx_folder_splits_shapes_and_values(idx_dir):
-    splits, source = common.load_mnist_splits(idx_dir, verbose=False)
+    splits, source = common.load_mnist_splits(idx_dir)
     # 600 training images: the last sixth (100) validates, as 60,000 -> 50,000 + 10,000
     assert source['sizes'] == {'train': 500, 'valid': 100, 'eval': 200}
     for name, (x, y) in splits.items():
@@ -26,22 +26,20 @@ def test_idx_folder_splits_shapes_and_values(idx_dir):
 
 def test_uncompressed_idx_files_read_the_same(idx_dir, tmp_path):
     plain = fixtures.write_idx_folder(str(tmp_path / 'plain'), gz=False)
-    a, _ = common.load_mnist_splits(idx_dir, verbose=False)
-    b, _ = common.load_mnist_splits(plain, verbose=False)
+    a, _ = common.load_mnist_splits(idx_dir)
+    b, _ = common.load_mnist_splits(plain)
     for name in common.SPLITS:
         np.testing.assert_array_equal(a[name][0], b[name][0])
 
 
 def test_json_gz_format(json_gz):
     for path in (json_gz, os.path.dirname(json_gz)):  # the file, or a folder holding it
-        splits, source = common.load_mnist_splits(path, verbose=False)
+        splits, source = common.load_mnist_splits(path)
         assert source['kind'] == 'json'
         assert source['sizes'] == {'train': 120, 'valid': 30, 'eval': 50}
         x, y = splits['eval']
         assert x.shape == (50, 1, 28, 28) and x.dtype == np.float32 and y.dtype == np.int64
         assert -1.0 <= x.min() and x.max() <= 1.0
-    x, y = common.load_mnist('valid', json_gz)
-    assert len(y) == 30
 
 
 def test_work_folder_is_looked_up_first(json_gz, tmp_path, monkeypatch):
@@ -61,22 +59,61 @@ def test_epoch_order_is_a_function_of_seed_and_epoch():
 
 
 def test_batches_cover_every_image_once_and_can_start_midway():
-    x = np.arange(250).reshape(250, 1)
-    y = np.arange(250)
-    seen = [b for _, _, b in common.batches(x, y, 100, seed=5, epoch=2)]
-    assert [len(b) for b in seen] == [100, 100, 50]  # the last batch is smaller, as the tutorial's
+    sampler = common.EpochBatchSampler(250, 100, seed=5)
+    sampler.set_epoch(2)
+    seen = list(sampler)
+    assert [len(b) for b in seen] == [100, 100, 50] == [len(b) for b in seen]  # the last batch is smaller
     assert sorted(np.concatenate(seen)) == list(range(250))
-    rest = [b for _, _, b in common.batches(x, y, 100, seed=5, epoch=2, start=1)]
-    np.testing.assert_array_equal(np.concatenate(rest), np.concatenate(seen[1:]))
+    np.testing.assert_array_equal(np.concatenate(seen), common.epoch_order(250, 5, 2))
+    sampler.set_epoch(2, start=1)  # a run resumed at batch 1 of epoch 2
+    assert len(sampler) == 2 and list(sampler) == seen[1:]
+
+
+def test_dataloader_batches_equal_plain_indexing(idx_dir):
+    """The DataLoader (三) hands the model exactly the arrays numpy indexing would: same values,
+    dtypes and order, so it changes no loss."""
+    import paddle
+    x, y = common.load_mnist_splits(idx_dir)[0]['train']
+    sampler = common.EpochBatchSampler(len(y), 64, seed=3)
+    sampler.set_epoch(1)
+    expected = list(sampler)
+    loader = paddle.io.DataLoader(common.MNISTDataset(x, y), batch_sampler=sampler)
+    batches = list(loader)
+    assert len(batches) == len(expected) == 8
+    for (images, labels), indices in zip(batches, expected):
+        assert images.dtype == paddle.float32 and labels.dtype == paddle.int64
+        np.testing.assert_array_equal(images.numpy(), x[indices])
+        np.testing.assert_array_equal(labels.numpy(), y[indices])
+
+
+@pytest.mark.parametrize('n, batch, world', [(250, 100, 2), (251, 100, 2), (203, 100, 3), (6667, 100, 2)])
+def test_data_parallel_shares_make_up_each_global_batch(n, batch, world):
+    """七: worker r's batch b is its part of global batch b; the parts, in rank order, are the global
+    batch; and with each part's loss weight, the workers' mean of their mean losses is the mean loss
+    of the whole global batch (what one process computes)."""
+    per_image_loss = np.random.default_rng(0).uniform(0, 3, n)
+    whole = common.EpochBatchSampler(n, batch, seed=1)
+    parts = [common.EpochBatchSampler(n, batch, seed=1, rank=r, world_size=world) for r in range(world)]
+    for s in [whole, *parts]:
+        s.set_epoch(4)
+    for b, (global_batch, *shares) in enumerate(zip(whole, *parts)):
+        assert sum(shares, []) == global_batch
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+        weighted = [per_image_loss[share].mean() * p.share_weight(b) for share, p in zip(shares, parts)]
+        assert np.mean(weighted) == pytest.approx(per_image_loss[global_batch].mean(), rel=1e-12)
+        assert all(p.share_weight(b) == 1.0 for p in parts) or len(global_batch) % world
+
+
+def test_a_batch_smaller_than_the_workers_is_refused():
+    with pytest.raises(common.UserError, match='a batch of 1 image.s. cannot be shared by 2 workers'):
+        common.EpochBatchSampler(201, 100, seed=0, rank=0, world_size=2)
 
 
 def test_train_limit_clamps_with_a_notice(idx_dir, capsys):
-    splits, source = common.load_mnist_splits(idx_dir, verbose=False)
-    limited, limited_source = common.limit_train(splits, source, 50)
-    assert len(limited['train'][1]) == 50 and limited_source['sizes']['train'] == 50
-    assert source['sizes']['train'] == 500  # the caller's record is untouched
-    same, _ = common.limit_train(splits, source, 10_000)
-    assert len(same['train'][1]) == 500
+    splits, source = common.load_mnist_splits(idx_dir, train_limit=50)
+    assert len(splits['train'][1]) == 50 and source['sizes']['train'] == 50
+    splits, source = common.load_mnist_splits(idx_dir, train_limit=10_000)
+    assert len(splits['train'][1]) == 500 and source['sizes']['train'] == 500
     assert 'more than the 500 training images' in capsys.readouterr().out
 
 
@@ -113,7 +150,7 @@ def test_bad_idx_data(idx_dir, tmp_path, damage, message):
     folder = broken_copy(idx_dir, tmp_path)
     damage(folder)
     with pytest.raises(common.UserError) as err:
-        common.load_mnist_splits(str(folder), verbose=False)
+        common.load_mnist_splits(str(folder))
     assert message in str(err.value)
 
 
@@ -135,7 +172,7 @@ def test_bad_json_gz(tmp_path, content, message):
     with gzip.open(path, 'wt') as f:
         json.dump(content, f)
     with pytest.raises(common.UserError) as err:
-        common.load_mnist_splits(str(path), verbose=False)
+        common.load_mnist_splits(str(path))
     assert message in str(err.value)
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 
 import common  # before paddle, as in the scripts
+import checkpoints
 
 import numpy as np
 import paddle
@@ -52,7 +53,7 @@ def assert_every_file_is_whole(ckpt_dir):
         if name.startswith('.'):  # an unfinished temporary file: never read by anything
             continue
         if name.endswith('.json'):
-            common.read_checkpoint_meta(path[:-5])  # both files present, hashes match
+            checkpoints.read_meta(path[:-5])  # both files present, hashes match
         else:
             paddle.load(path)  # not truncated
 
@@ -63,7 +64,7 @@ def test_sigkill_at_random_points_never_damages_checkpoints(reference, idx_dir, 
     finished = lambda found: found and found[-1][2]['next_epoch'] >= 4
     kills = 0
     for attempt in range(5):
-        found = common.list_checkpoints(str(ckpt))
+        found = checkpoints.list_checkpoints(str(ckpt))
         if finished(found):
             break
         if found:  # continue from the newest complete checkpoint, as a user would
@@ -80,7 +81,7 @@ def test_sigkill_at_random_points_never_damages_checkpoints(reference, idx_dir, 
         if ckpt.exists():
             assert_every_file_is_whole(str(ckpt))
     assert kills >= 3
-    found = common.list_checkpoints(str(ckpt))
+    found = checkpoints.list_checkpoints(str(ckpt))
     if not finished(found):  # the last leg, uninterrupted, compared batch by batch
         script, args = ('resume.py', ['--ckpt', 'latest', '--compare',
                                       reference / 'runs' / 'cnn' / 'metrics.json']) if found else \
@@ -102,7 +103,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference, idx_dir, tmp_path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert 'python resume.py --ckpt checkpoint/mnist_interrupted' in err
-    meta = common.read_checkpoint_meta(str(tmp_path / 'checkpoint' / 'mnist_interrupted'))
+    meta = checkpoints.read_meta(str(tmp_path / 'checkpoint' / 'mnist_interrupted'))
     assert meta['next_epoch'] == 1 and 0 < meta['next_batch'] < 25
 
     res = subprocess.run([sys.executable, str(ROOT / 'resume.py'), '--ckpt', 'latest', '--compare',
@@ -119,7 +120,7 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference, idx_dir, tmp_path
 
 
 def test_latest_and_folder_pick_the_newest_checkpoint(reference):
-    prefix, meta = common.find_checkpoint(str(reference / 'checkpoint'))
+    prefix, meta = checkpoints.find(str(reference / 'checkpoint'))
     assert prefix.endswith('mnist_epoch3') and meta['next_epoch'] == 4
 
 
@@ -172,7 +173,7 @@ def test_checkpoint_of_another_model_names_the_parameters(reference, run_script,
     work = damaged_copy(reference, tmp_path)
     shutil.copy(tmp_path / 'checkpoint' / 'mlp_epoch0.pdparams', work / 'mnist_epoch0.pdparams')
     meta = json.loads((work / 'mnist_epoch0.json').read_text())
-    meta['files']['pdparams'] = common.file_digest(str(work / 'mnist_epoch0.pdparams'))
+    meta['files']['pdparams'] = checkpoints.file_digest(str(work / 'mnist_epoch0.pdparams'))
     (work / 'mnist_epoch0.json').write_text(json.dumps(meta))
     proc = run_script('resume.py', '--ckpt', work / 'mnist_epoch0', cwd=tmp_path)
     assert proc.returncode == 1
@@ -225,7 +226,7 @@ def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, m
     steps = full['steps_per_epoch']
 
     calls = {'n': 0}
-    real = common.loss_and_correct
+    real = mnist_cnn.loss_and_correct
 
     def interrupt_on_last_batch(output, labels, kind):
         if paddle.is_grad_enabled():  # a training step, not evaluation
@@ -233,12 +234,12 @@ def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, m
             if calls['n'] == steps:
                 signal.raise_signal(signal.SIGINT)
         return real(output, labels, kind)
-    monkeypatch.setattr(common, 'loss_and_correct', interrupt_on_last_batch)
+    monkeypatch.setattr(mnist_cnn, 'loss_and_correct', interrupt_on_last_batch)
     with pytest.raises(SystemExit) as stop:
         mnist_cnn.main(args + ['--out', str(tmp_path / 'part'), '--ckpt-dir', str(tmp_path / 'c')])
     assert stop.value.code == 130
-    monkeypatch.setattr(common, 'loss_and_correct', real)
-    assert common.find_checkpoint(str(tmp_path / 'c'))[1]['next_epoch'] == 1
+    monkeypatch.setattr(mnist_cnn, 'loss_and_correct', real)
+    assert checkpoints.find(str(tmp_path / 'c'))[1]['next_epoch'] == 1
     assert (tmp_path / 'c' / 'mnist_epoch0.json').exists()
 
     resumed = resume.main(['--ckpt', str(tmp_path / 'c'), '--out', str(tmp_path / 'res'),

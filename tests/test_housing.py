@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import checkpoints
 import common
 import housing
 
@@ -78,7 +79,7 @@ def test_paddle_run_saves_reloads_and_predicts(housing_file, tmp_path):
     train, test, mins, span = housing.split_and_normalise(housing.load_housing(housing_file))
     with paddle.utils.unique_name.guard():
         model = housing.Regressor()
-        common.load_model_state(model, str(out / 'LR_model.pdparams'))
+        checkpoints.load_model(model, str(out / 'LR_model.pdparams'))
         again = housing.denormalise(housing.paddle_predict(model, test[m['example']['index']:][:1, :-1]),
                                     mins, span)
     assert float(again[0, 0]) == m['example']['prediction_k']

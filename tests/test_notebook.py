@@ -1,8 +1,6 @@
 """Notebook / AI Studio use: scripts pasted into a cell, main([...]) called in-process, data in
 ./work/, and the `make all --fast` pipeline."""
 import os
-import shutil
-import sys
 
 import numpy as np
 
@@ -10,21 +8,6 @@ import mnist_cnn
 import resume
 import results
 from conftest import ROOT, read_metrics
-
-
-def test_pasted_script_runs_with_jupyters_argv(json_gz, tmp_path, monkeypatch):
-    """A cell holding mnist_cnn.py's source, run the way Jupyter runs it: no __file__, __name__ is
-    '__main__', sys.argv carries the kernel's '-f <connection file>', data in ./work/."""
-    (tmp_path / 'work').mkdir()
-    shutil.copy(json_gz, tmp_path / 'work' / 'mnist.json.gz')
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, 'argv', ['ipykernel_launcher.py', '-f', '/root/.local/share/jupyter/runtime/kernel-x.json'])
-    source = (ROOT / 'mnist_cnn.py').read_text()
-    namespace = {'__name__': '__main__'}
-    exec(compile(source, 'cell', 'exec'), namespace)
-    m = read_metrics(tmp_path / 'runs' / 'cnn')
-    assert m['config']['data']['kind'] == 'json' and m['config']['data']['sizes']['train'] == 120
-    assert len(m['epochs']) == 5  # the defaults
 
 
 def test_train_then_resume_in_one_process(idx_dir, tmp_path):
