@@ -5,6 +5,7 @@
 #   DATA_DIR  folder with MNIST idx files / mnist.json.gz (default: ./work, then PaddlePaddle's cache)
 #   EPOCHS, SEED, DEVICE (auto|cpu|gpu), ARGS (any other flags, e.g. ARGS="--opt sgd --lr 0.01")
 #   CKPT      checkpoint for `make resume` (default checkpoint/mnist_epoch0)
+#   NPROC=2   for `make cnn` / `make resume`: data-parallel workers via paddle.distributed.launch (stage 七)
 #   HOUSING_DATA  folder holding housing.data, or the file (default: ./work, then PaddlePaddle's cache)
 #   FAST=1    for `make all`: a fraction of the data, 2 epochs
 
@@ -19,18 +20,21 @@ SEED     ?=
 DEVICE   ?=
 ARGS     ?=
 CKPT     ?= checkpoint/mnist_epoch0
+NPROC    ?=
 HOUSING_DATA ?=
 
 RUN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DEVICE),--device $(DEVICE)) $(ARGS)
 HOUSING_FLAGS = $(if $(HOUSING_DATA),--data-dir $(HOUSING_DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
 TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
+# with NPROC: PaddlePaddle's own launcher starts NPROC workers; their logs go to log/workerlog.N
+LAUNCH = $(PY) $(if $(NPROC),-m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
 
 .DEFAULT_GOAL := help
 .PHONY: help install all cnn resume housing linear mlp bench test golden clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
-	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT (e.g. make cnn DATA_DIR=../shared/data/mnist-mini)"
+	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT NPROC (e.g. make cnn DATA_DIR=../shared/data/mnist-mini NPROC=2)"
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,20 +48,20 @@ all: $(STAMP)  ## every stage with the tutorial's settings -> results/RESULTS.md
 		$(if $(DEVICE),--device $(DEVICE)) $(if $(FAST),--fast)
 
 cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, metrics and plots in runs/cnn
-	$(PY) mnist_cnn.py $(TRAIN_FLAGS)
+	$(LAUNCH) mnist_cnn.py $(TRAIN_FLAGS)
 
 resume: $(STAMP)  ## continue from CKPT and compare with runs/cnn/metrics.json when it exists
-	$(PY) resume.py --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	$(LAUNCH) resume.py --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(wildcard runs/cnn/metrics.json),--compare runs/cnn/metrics.json)
 
 linear: $(STAMP)  ## stage 二: Linear(784->1) with MSE, then as a softmax classifier (runs/linear*)
 	$(PY) mnist_linear.py --out runs/linear --ckpt-dir checkpoint/linear $(TRAIN_FLAGS)
 	$(PY) mnist_linear.py --loss ce --out runs/linear-ce --ckpt-dir checkpoint/linear-ce $(TRAIN_FLAGS)
 
-mlp: $(STAMP)  ## stage 四: MLP 784-10-10-1 (MSE), with cross-entropy, and in numpy (runs/mlp*)
+mlp: $(STAMP)  ## stage 四: MLP 784-10-10-1 (MSE), with cross-entropy, and in numpy (runs/mlp*, runs/numpy)
 	$(PY) mnist_mlp.py --out runs/mlp --ckpt-dir checkpoint/mlp $(TRAIN_FLAGS)
 	$(PY) mnist_mlp.py --loss ce --out runs/mlp-ce --ckpt-dir checkpoint/mlp-ce $(TRAIN_FLAGS)
-	$(PY) mnist_mlp.py --impl numpy --out runs/mlp-numpy $(TRAIN_FLAGS)
+	$(PY) mnist_numpy.py --out runs/numpy $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
 
 housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/housing*)
 	$(PY) housing.py --impl numpy --method gd --out runs/housing-numpy-gd $(HOUSING_FLAGS)

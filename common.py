@@ -29,6 +29,7 @@ with warnings.catch_warnings(record=True) as _caught:
     import paddle  # noqa: E402  (after the environment switch above)
 for _w in (w for w in _caught if 'ccache' not in str(w.message)):
     warnings.warn_explicit(_w.message, _w.category, _w.filename, _w.lineno)
+warnings.filterwarnings('ignore', message='No ccache found')  # paddle.distributed warns again
 
 
 class UserError(Exception):

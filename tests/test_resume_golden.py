@@ -93,3 +93,25 @@ def test_training_learns_the_fixture(cnn_run):
     losses = cnn_run['metrics']['batch_losses']
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert cnn_run['metrics']['eval']['acc'] > 0.8
+
+
+def test_dataloader_workers_do_not_change_the_losses(cnn_run, run_script, idx_dir, tmp_path):
+    """三: with two DataLoader worker processes preparing batches (no shared memory), the batches,
+    and so every loss, are the same bits as with none."""
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *GOLDEN_ARGS, '--num-workers', '2', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert read_metrics(tmp_path / 'runs' / 'cnn')['batch_losses'] == cnn_run['metrics']['batch_losses']
+
+
+def test_a_checkpoint_of_the_older_format_gets_one_sentence(cnn_run, run_script, tmp_path):
+    """Checkpoints written before the scripts showed their own loop (format 1) are refused clearly."""
+    import shutil
+    work = tmp_path / 'old'
+    shutil.copytree(cnn_run['ckpt'], work)
+    meta = json.loads((work / 'mnist_epoch0.json').read_text())
+    del meta['format']  # format 1 wrote 'format': 1; older files had none
+    (work / 'mnist_epoch0.json').write_text(json.dumps(meta))
+    proc = run_script('resume.py', '--ckpt', work / 'mnist_epoch0', cwd=tmp_path)
+    assert proc.returncode == 1
+    assert 'was written by an older version of these scripts (checkpoint format 1, now 2)' in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and 'Traceback' not in proc.stderr
