@@ -250,15 +250,23 @@ class claim:
 
 def check_writable(folder):
     """Create folder and write a file in it now, so that a bad path costs seconds, not an epoch."""
-    atomic_write(os.path.join(folder, '.write-test'), lambda tmp: open(tmp, 'w').close())
-    os.remove(os.path.join(folder, '.write-test'))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, '.write-test'), 'w'):
+            pass
+        os.remove(os.path.join(folder, '.write-test'))
+    except OSError as e:
+        write_error(folder, e)
 
 
 def lock_folder(folder):
     """An exclusive flock on folder/.lock, or one sentence naming the run that holds it."""
     import fcntl
     path = os.path.join(folder, '.lock')
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        write_error(path, e)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -266,6 +274,9 @@ def lock_folder(folder):
         os.close(fd)
         fail(f'{folder} is in use by another training run ({holder}); wait for it to finish, '
              f'or pass another --ckpt-dir')
-    os.ftruncate(fd, 0)
-    os.write(fd, f'pid {os.getpid()}'.encode())
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f'pid {os.getpid()}'.encode())  # only for the message above, so a full disk is no matter
+    except OSError:
+        pass
     return fd
