@@ -13,6 +13,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 DATA_DIR ?=
 EPOCHS   ?=
@@ -40,6 +41,10 @@ $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP) requirements-test.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
+	touch $(TEST_STAMP)
 
 install: $(STAMP)  ## create or update .venv from requirements.txt
 
@@ -71,10 +76,10 @@ housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/hous
 bench: $(STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (if installed); results/bench.json
 	$(PY) bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-test: $(STAMP)  ## run the tests (offline, synthetic data, a few minutes)
+test: $(TEST_STAMP)  ## run the tests (offline, synthetic data, a few minutes; installs requirements-test.txt)
 	$(PY) -m pytest -q tests
 
-golden: $(STAMP)  ## regenerate tests/golden/*.json deliberately (then review and commit the diff)
+golden: $(TEST_STAMP)  ## regenerate tests/golden/*.json deliberately (then review and commit the diff)
 	$(PY) tests/make_golden.py
 
 clean:  ## remove runs/, checkpoint/ and results/ (not .venv)

@@ -1,5 +1,4 @@
-"""What the stage scripts share: data loading (三), device selection (七), plots (八), small
-command-line helpers. The training loop is in each script, where it teaches."""
+"""What the stage scripts share: data (三), device (七), plots (八), command-line helpers; the loop is theirs."""
 import argparse
 import gzip
 import json
@@ -34,6 +33,9 @@ warnings.filterwarnings('ignore', message='No ccache found')  # paddle.distribut
 
 class UserError(Exception):
     """A problem the user can fix (bad data, flag, checkpoint or folder): one sentence, exit 1."""
+
+    def _render_traceback_(self):  # in Jupyter/IPython: the sentence, not a traceback
+        return [f'error: {self}']
 
 
 def fail(message):  # stop with a UserError: run_main prints 'error: <message>' and exits with 1

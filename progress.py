@@ -158,7 +158,7 @@ def open_visualdl(cfg):
     except ImportError:
         common.fail('--visualdl needs the VisualDL package: pip install visualdl==2.5.3 (or drop --visualdl)')
     name = f'vdlrecords.{cfg["name"]}-{cfg["run_id"]}.log'
-    return LogWriter(logdir=cfg['visualdl'], file_name=name)
+    return LogWriter(logdir=cfg['visualdl'], file_name=name, flush_secs=10)  # a killed run loses <= 10 s
 
 
 def finish(model, result, cfg, record, device, wall_start, title, extra=None):
