@@ -31,7 +31,7 @@ TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--see
 LAUNCH = $(PY) $(if $(NPROC),-m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
 
 .DEFAULT_GOAL := help
-.PHONY: help install all cnn resume housing linear mlp bench test golden clean
+.PHONY: help install all cnn resume housing linear mlp bench test golden compat clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ bench: $(STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (if installed);
 
 test: $(TEST_STAMP)  ## run the tests (offline, synthetic data, a few minutes; installs requirements-test.txt)
 	$(PY) -m pytest -q tests
+
+compat: $(TEST_STAMP)  ## PaddlePaddle 2.6.2 / 3.0.0 / 3.2.2 / 3.3.1 on Python 3.10: train, resume ==, predict (~2 min + installs)
+	$(PY) tests/compat.py
 
 golden: $(TEST_STAMP)  ## regenerate tests/golden/*.json deliberately (then review and commit the diff)
 	$(PY) tests/make_golden.py

@@ -22,13 +22,16 @@ def cpu_vendor():
 if cpu_vendor() == 'AuthenticAMD':
     os.environ.setdefault('MKL_DEBUG_CPU_TYPE', '5')
 
-# paddle warns at import that ccache (a C++ build cache) is missing: irrelevant to these scripts.
-# (paddle resets warning filters while importing, so catch and re-emit instead of filtering.)
+# paddle warns at import that ccache (a C++ build cache) is missing; it resets warning filters while
+# importing, so record its warnings and re-emit all but that one (paddle.distributed warns again later).
 with warnings.catch_warnings(record=True) as _caught:
     import paddle  # noqa: E402  (after the environment switch above)
 for _w in (w for w in _caught if 'ccache' not in str(w.message)):
     warnings.warn_explicit(_w.message, _w.category, _w.filename, _w.lineno)
-warnings.filterwarnings('ignore', message='No ccache found')  # paddle.distributed warns again
+warnings.filterwarnings('ignore', message='No ccache found')
+if paddle.__version__ != '0.0.0' and tuple(map(int, paddle.__version__.split('.')[:2])) < (2, 6):  # 0.0.0: a source build
+    sys.exit(f'error: these scripts need PaddlePaddle 2.6 or newer (tested: 2.6.2 to 3.3.1), not {paddle.__version__}; '
+             f'pip install paddlepaddle==3.3.1')
 
 
 class UserError(Exception):
@@ -38,7 +41,7 @@ class UserError(Exception):
         return [f'error: {self}']
 
 
-def fail(message):  # stop with a UserError: run_main prints 'error: <message>' and exits with 1
+def fail(message):  # run_main prints 'error: <message>' and exits with 1
     raise UserError(message)
 
 
@@ -83,11 +86,9 @@ def in_notebook():
 
 
 def parse_args(parser, argv=None):
-    """argparse over argv; at a terminal argv defaults to the command line, inside a notebook kernel
-    to nothing (the kernel's own flags, such as -f kernel.json, are not the script's)."""
-    if argv is None:
-        argv = [] if in_notebook() else sys.argv[1:]
-    return parser.parse_args(list(argv))
+    """argparse over argv; by default the command line, or nothing inside a notebook kernel (whose own
+    flags, such as -f kernel.json, are not the script's)."""
+    return parser.parse_args(list(argv if argv is not None else [] if in_notebook() else sys.argv[1:]))
 
 
 def run_main(main_fn, argv=None):
@@ -276,8 +277,7 @@ class EpochBatchSampler(paddle.io.Sampler):
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
-    def share_weight(self, b):
-        """This worker's share of global batch b relative to an equal share (1.0 when it divides)."""
+    def share_weight(self, b):  # this worker's share of global batch b relative to an equal one (1.0: even)
         size = len(range(self.n)[b * self.batch_size:(b + 1) * self.batch_size])
         return len(np.array_split(np.arange(size), self.world_size)[self.rank]) * self.world_size / size
 
