@@ -31,7 +31,7 @@ TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--see
 LAUNCH = $(PY) $(if $(NPROC),-m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
 
 .DEFAULT_GOAL := help
-.PHONY: help install all cnn resume housing linear mlp bench test golden compat clean
+.PHONY: help install all cnn resume housing linear mlp bench bench-env test golden compat clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -73,8 +73,12 @@ housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/hous
 	$(PY) housing.py --impl numpy --method sgd --out runs/housing-numpy-sgd $(HOUSING_FLAGS)
 	$(PY) housing.py --impl paddle --out runs/housing $(HOUSING_FLAGS)
 
-bench: $(STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (if installed); results/bench.json
+bench: $(STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (make bench-env first); results/bench.json
 	$(PY) bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench-env:  ## PyTorch in its own environment (.venv-torch) for make bench, so it runs at its own defaults
+	$(PYTHON) -m venv .venv-torch
+	.venv-torch/bin/pip install --disable-pip-version-check -q torch==2.13.0 numpy==2.4.6
 
 test: $(TEST_STAMP)  ## run the tests (offline, synthetic data, a few minutes; installs requirements-test.txt)
 	$(PY) -m pytest -q tests

@@ -1,13 +1,17 @@
-"""`make bench`: how fast is our training step, next to the tutorial's way and PyTorch, on this machine.
+"""`make bench`: how fast does mnist_cnn.py train, next to the tutorial's way and PyTorch, on this machine?
 
-Every configuration runs in its own process (switches like MKL_DEBUG_CPU_TYPE act at import), one
-after another, in one invocation, so the ratios compare like with like. A step is the whole
-training step of mnist_cnn.py: batch -> forward -> loss -> backward -> optimizer -> LR step, batch
-100. Figures are medians over --steps steps after --warmup steps; each configuration runs --rounds
-times and the best median is kept (these machines are noisy; the best is the least disturbed).
+Each configuration runs in a fresh process started from the environment `make bench` was given
+(this driver never imports paddle, which sets OMP_NUM_THREADS=1 for itself and its children).
+PyTorch runs in its own virtual environment (.venv-torch, `make bench-env`) at its defaults, so
+it uses every core as its users get it; a second row pins it to one thread. All configurations
+run --rounds times, interleaved, and the table shows the median and the spread across rounds.
 
-    python bench.py --data-dir ../shared/data/mnist-mini      # prints a table, writes results/bench.json
-    python bench.py --steps 3 --rounds 1 --skip-full-run      # a smoke run
+The headline is what a user waits for: samples/s of the training loop over whole epochs (the
+figure mnist_cnn.py prints per epoch; the first epoch is warm-up and left out). The step median
+(batch 100, Adam) is a second column. The last rows turn one lever of ours on or off at a time.
+
+    python bench.py --data-dir ../shared/data/mnist-mini                  # writes results/bench.json
+    python bench.py --data-dir ../shared/data/mnist-mini --rounds 1 --epochs 2   # quicker
 """
 import argparse
 import json
@@ -16,115 +20,112 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from importlib import metadata
 
 HERE = os.path.dirname(os.path.abspath(__file__)) if '__file__' in globals() else os.getcwd()
+CLEAN_ENV = dict(os.environ)  # before anything could import paddle
+TORCH_PYTHON = os.path.join(HERE, '.venv-torch', 'bin', 'python')
 
-# (label, worker, environment changes): the peers, then "ours" with one lever turned off at a time
+# (label, worker, options, environment changes). 'script': mnist_cnn.main in a fresh process.
 CONFIGS = [
-    ('ours', 'ours', {}),
-    ('tutorial\'s way', 'tutorial', {'MKL_DEBUG_CPU_TYPE': None, 'BENCH_NO_MKL_SWITCH': '1'}),
-    ('PyTorch', 'torch', {}),
-    ('ours without MKL_DEBUG_CPU_TYPE=5', 'ours', {'MKL_DEBUG_CPU_TYPE': None, 'BENCH_NO_MKL_SWITCH': '1'}),
-    ('ours with nn.Conv2D\'s own bias add', 'ours-plain-conv', {}),
-    ('ours with OMP_NUM_THREADS=2', 'ours', {'OMP_NUM_THREADS': '2'}),
+    ('ours: mnist_cnn.py', 'script', {}, {}),
+    ('ours: 2 data-parallel workers (launcher)', 'script', {'nproc': 2}, {}),
+    ('tutorial\'s way', 'tutorial', {}, {}),
+    ('PyTorch, its defaults (all cores)', 'torch', {}, {}),
+    ('PyTorch, 1 thread', 'torch', {'threads': 1}, {}),
+    ('lever: ours with OMP_NUM_THREADS=2', 'script', {}, {'OMP_NUM_THREADS': '2'}),
+    ('lever: ours with --num-workers 2', 'script', {'args': ['--num-workers', '2']}, {}),
+    ('lever: ours without MKL_DEBUG_CPU_TYPE=5', 'script', {}, {'MKL_DEBUG_CPU_TYPE': ''}),
+    ('lever: ours with nn.Conv2D\'s own bias add', 'script', {'plain_conv': True}, {}),
 ]
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--data-dir', default=None, help='MNIST for the images and the full run '
-                        '(default: the scripts\' usual lookup)')
-    parser.add_argument('--steps', type=int, default=30, help='timed steps per configuration')
-    parser.add_argument('--warmup', type=int, default=5, help='untimed steps first')
-    parser.add_argument('--rounds', type=int, default=2, help='runs of each configuration; best kept')
-    parser.add_argument('--full-epochs', type=int, default=1,
-                        help='epochs of the full mnist_cnn.py run timed for start-up and peak memory')
-    parser.add_argument('--skip-full-run', action='store_true')
+    parser.add_argument('--data-dir', help='MNIST (default: the scripts\' usual lookup)')
+    parser.add_argument('--epochs', type=int, default=3, help='epochs per run; the first is warm-up')
+    parser.add_argument('--steps', type=int, default=30, help='timed steps for the step median')
+    parser.add_argument('--rounds', type=int, default=3, help='runs of every configuration, interleaved')
+    parser.add_argument('--only', nargs='*', help='labels (prefixes) of the configurations to run')
     parser.add_argument('--out', default='results/bench.json')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser.add_argument('--options', default='{}', help=argparse.SUPPRESS)
     return parser
 
 
-# ---- workers: each runs in a fresh process and prints one JSON line ---------------------------
+# ---- workers: each runs in a fresh process and prints one JSON line -------------------------------
 
-IMAGES = {'kind': 'real'}  # what the timed steps ran on, reported with the figures
-
-
-def load_images(data_dir, n):
-    """Real training images when the data is there; random ones otherwise (speed does not care)."""
+def worker_dump(args, options):
+    """The training split as .npz, for the peers that must not import paddle (PyTorch)."""
+    sys.path.insert(0, HERE)
     import numpy as np
-    try:
-        import common
-        x, y = common.load_mnist_splits(data_dir)[0]['train']
-        return x[:n], y[:n]
-    except Exception:  # no data: the step costs the same on random pixels
-        IMAGES['kind'] = 'random (no MNIST found)'
-        rng = np.random.default_rng(0)
-        return (rng.uniform(-1, 1, (n, 1, 28, 28)).astype('float32'), rng.integers(0, 10, n).astype('int64'))
-
-
-def timed_steps(step, total):
-    """step(i) -> (data seconds, step seconds); medians over the timed steps."""
-    data_times, step_times = [], []
-    for i in range(total):
-        data_s, step_s = step(i)
-        data_times.append(data_s)
-        step_times.append(step_s)
-    return data_times, step_times
-
-
-def worker_ours(args, plain_conv=False):
     import common
-    import paddle
-    import mnist_cnn
-    if plain_conv:
-        mnist_cnn.Conv2D = paddle.nn.Conv2D  # the framework's own bias add, for comparison
-    total = args.warmup + args.steps
-    x, y = load_images(args.data_dir, 100 * max(total, 10))
-    cfg = {'loss': 'ce', 'lr': 0.01, 'schedule': 'poly', 'schedule_steps': 10_000, 'l2': 0.0, 'opt': 'adam'}
-    with paddle.utils.unique_name.guard():
-        paddle.seed(0)
-        model = mnist_cnn.build_model(cfg)
-        optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())
-        sampler = common.EpochBatchSampler(len(y), 100, seed=0)
-        batches = iter(paddle.io.DataLoader(common.MNISTDataset(x, y), batch_sampler=sampler))
+    x, y = common.load_mnist_splits(args.data_dir)[0]['train']
+    np.savez(options['path'], x=x, y=y)
+    return {'images': len(y)}
 
-        def step(i):  # the body of common.train's loop
-            t0 = time.perf_counter()
+
+def epoch_rate(rows):
+    """samples/s over the epochs after the first (warm-up), as the scripts report them."""
+    timed = rows[1:] or rows
+    return sum(r['seen'] for r in timed) / sum(r['seconds'] for r in timed)
+
+
+def worker_script(args, options):
+    """mnist_cnn.py's own main(): its real loop, DataLoader, validation and checkpoints; then the
+    median of steps of the same loop body."""
+    sys.path.insert(0, HERE)
+    import paddle
+    import common
+    import mnist_cnn
+    if options.get('plain_conv'):
+        mnist_cnn.Conv2D = paddle.nn.Conv2D  # the framework's own bias add, for comparison
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ['--epochs', str(args.epochs), '--out', tmp + '/run', '--ckpt-dir', tmp + '/ckpt', '--log-every', '100000']
+        metrics = mnist_cnn.main(argv + (['--data-dir', args.data_dir] if args.data_dir else []) + options.get('args', []))
+    rows = [dict(r, seen=r['samples_per_s'] * r['seconds']) for r in metrics['epochs']]
+    result = {'epoch_samples_per_s': epoch_rate(rows)}
+    if options.get('nproc'):
+        return result
+    # the step median: the loop body of mnist_cnn.train on batches from the same DataLoader
+    loaders = mnist_cnn.make_loaders(common.load_mnist_splits(args.data_dir)[0], metrics['config'])
+    with paddle.utils.unique_name.guard():
+        model = mnist_cnn.build_model(metrics['config'])
+        optimizer, scheduler = mnist_cnn.build_optimizer(metrics['config'], model.parameters())
+        batches, times, data_times = (batch for _ in iter(int, 1) for batch in loaders[0]), [], []  # epochs on end
+        for i in range(5 + args.steps):
+            start = time.perf_counter()
             images, labels = next(batches)
-            t1 = time.perf_counter()
-            loss, correct = mnist_cnn.loss_and_correct(model(images), labels, 'ce')
+            fetched = time.perf_counter()
+            loss, _ = mnist_cnn.loss_and_correct(model(images), labels, 'ce')
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
             scheduler.step()
             float(loss)
-            return t1 - t0, time.perf_counter() - t0
-        data_times, step_times = timed_steps(step, total)
-        # evaluation of 10,000 images, as common.evaluate does it after every epoch
-        ex, ey = load_images(args.data_dir, 10_000)
-        if len(ey) < 10_000:  # a small data set: repeat it up to 10,000 images
-            import numpy as np
-            reps = -(-10_000 // len(ey))
-            ex, ey = np.concatenate([ex] * reps)[:10_000], np.concatenate([ey] * reps)[:10_000]
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+                data_times.append(fetched - start)
         t0 = time.perf_counter()
-        mnist_cnn.evaluate(model, paddle.io.DataLoader(common.MNISTDataset(ex, ey), batch_size=500), 'ce')
+        mnist_cnn.evaluate(model, loaders[2], 'ce')
         eval_s = time.perf_counter() - t0
-    return data_times[args.warmup:], step_times[args.warmup:], {'eval_10k_s': eval_s}
+    return dict(result, step_ms=1000 * statistics.median(times), data_share=sum(data_times) / sum(times),
+                eval_s=eval_s, eval_images=len(loaders[2].dataset))
 
 
-def worker_tutorial(args):
+def worker_tutorial(args, options):
     """The tutorial's stage 九 loop in today's API: images as Python lists (as json.load gives them),
-    batches built one sample at a time, plain nn.Conv2D, accuracy each batch, default settings."""
+    batches built one sample at a time, plain nn.Conv2D, accuracy every batch, paddle's defaults."""
     import random
     import numpy as np
-    import paddle
+    import paddle  # without common.py, so without its MKL switch: as a learner runs the tutorial
     import paddle.nn as nn
     import paddle.nn.functional as F
-    total = args.warmup + args.steps
-    x, y = load_images(args.data_dir, 100 * max(total, 10))
+    data = np.load(options['path'])
+    x, y = data['x'], data['y']
     imgs, labels = x.reshape(len(x), 784).tolist(), y.tolist()
 
     class MNIST(nn.Layer):
@@ -137,9 +138,9 @@ def worker_tutorial(args):
             self.fc = nn.Linear(980, 10)
 
         def forward(self, inputs):
-            x = self.max_pool1(F.relu(self.conv1(inputs)))
-            x = self.max_pool2(F.relu(self.conv2(x)))
-            return self.fc(paddle.reshape(x, [x.shape[0], 980]))
+            t = self.max_pool1(F.relu(self.conv1(inputs)))
+            t = self.max_pool2(F.relu(self.conv2(t)))
+            return self.fc(paddle.reshape(t, [t.shape[0], 980]))
 
     def data_generator():
         index_list = list(range(len(imgs)))
@@ -151,178 +152,159 @@ def worker_tutorial(args):
             if len(imgs_list) == 100:
                 yield np.array(imgs_list), np.array(labels_list)
                 imgs_list, labels_list = [], []
+        if imgs_list:
+            yield np.array(imgs_list), np.array(labels_list)
 
     paddle.seed(0)
     model = MNIST()
     lr = paddle.optimizer.lr.PolynomialDecay(0.01, 10_000, 0.001)
     optimizer = paddle.optimizer.Adam(learning_rate=lr, parameters=model.parameters())
-    loader = data_generator()
+    rows, times = [], []
+    for epoch in range(args.epochs):
+        start, seen = time.perf_counter(), 0
+        for image_data, label_data in data_generator():
+            t = time.perf_counter()
+            image, label = paddle.to_tensor(image_data), paddle.to_tensor(label_data)
+            predict = model(image)
+            acc = paddle.metric.accuracy(F.softmax(predict), label)
+            avg_loss = paddle.mean(F.cross_entropy(predict, label))
+            avg_loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            lr.step()
+            float(avg_loss), float(acc)
+            seen += len(label_data)
+            if epoch > 0 and len(times) < args.steps:
+                times.append(time.perf_counter() - t)
+        rows.append({'seen': seen, 'seconds': time.perf_counter() - start})
+    return {'epoch_samples_per_s': epoch_rate(rows), 'step_ms': 1000 * statistics.median(times)}
 
-    def step(i):
-        t0 = time.perf_counter()
-        image_data, label_data = next(loader)
-        image, label = paddle.to_tensor(image_data), paddle.to_tensor(label_data)
-        t1 = time.perf_counter()
-        predict = model(image)
-        acc = paddle.metric.accuracy(F.softmax(predict), label)
-        avg_loss = paddle.mean(F.cross_entropy(predict, label))
-        avg_loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        lr.step()
-        float(avg_loss), float(acc)
-        return t1 - t0, time.perf_counter() - t0
-    data_times, step_times = timed_steps(step, total)
-    return data_times[args.warmup:], step_times[args.warmup:], {}
 
-
-def worker_torch(args):
-    try:
-        import torch
-    except ImportError:
-        return None
+def worker_torch(args, options):
+    """The same network, optimizer and schedule as its users write it (pytorch/examples mnist):
+    a DataLoader over the arrays, shuffle=True, batch 100, Adam + a linear LR decay."""
+    import numpy as np
+    import torch
     import torch.nn as tnn
     import torch.nn.functional as TF
-    total = args.warmup + args.steps
-    x, y = load_images(args.data_dir, 100 * max(total, 10))
+    if options.get('threads'):
+        torch.set_num_threads(options['threads'])
+    data = np.load(options['path'])
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(data['x']), torch.from_numpy(data['y']))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=100, shuffle=True)
     torch.manual_seed(0)
     model = tnn.Sequential(tnn.Conv2d(1, 20, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
                            tnn.Conv2d(20, 20, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
                            tnn.Flatten(), tnn.Linear(980, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    decay = lambda step: (1 - min(step, 10_000) / 10_000) * 0.9 + 0.1  # 0.01 -> 0.001 linearly, as paddle's
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
-
-    def step(i):
-        t0 = time.perf_counter()
-        xb, yb = torch.from_numpy(x[i * 100:(i + 1) * 100]), torch.from_numpy(y[i * 100:(i + 1) * 100])
-        t1 = time.perf_counter()
-        loss = TF.cross_entropy(model(xb), yb)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        scheduler.step()
-        loss.item()
-        return t1 - t0, time.perf_counter() - t0
-    data_times, step_times = timed_steps(step, total)
-    return data_times[args.warmup:], step_times[args.warmup:], {
-        'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}
-
-
-def run_worker(args):
-    sys.path.insert(0, HERE)
-    if os.environ.get('BENCH_NO_MKL_SWITCH'):
-        os.environ['MKL_DEBUG_CPU_TYPE'] = ''  # an empty value: common.py's default does not apply
-    work = {'ours': worker_ours, 'ours-plain-conv': lambda a: worker_ours(a, plain_conv=True),
-            'tutorial': worker_tutorial, 'torch': worker_torch}[args.worker]
-    result = work(args)
-    if result is None:
-        print(json.dumps({'skipped': 'torch not installed'}))
-        return
-    data_times, step_times, extra = result
-    step_s = statistics.median(step_times)
-    print(json.dumps(dict(extra, step_ms=step_s * 1000, samples_per_s=100 / step_s,
-                          data_share=statistics.median(data_times) / step_s, steps=len(step_times), images=IMAGES['kind'],
-                          omp_threads=os.environ.get('OMP_NUM_THREADS'),
-                          mkl_debug_cpu_type=os.environ.get('MKL_DEBUG_CPU_TYPE'))))
+    total = args.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1 - 0.9 * min(s, total) / total)
+    rows, times = [], []
+    model.train()
+    for epoch in range(args.epochs):
+        start, seen = time.perf_counter(), 0
+        for images, labels in loader:
+            t = time.perf_counter()
+            optimizer.zero_grad()
+            loss = TF.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss.item()
+            seen += len(labels)
+            if epoch > 0 and len(times) < args.steps:
+                times.append(time.perf_counter() - t)
+        rows.append({'seen': seen, 'seconds': time.perf_counter() - start})
+    return {'epoch_samples_per_s': epoch_rate(rows), 'step_ms': 1000 * statistics.median(times),
+            'torch': torch.__version__, 'threads': torch.get_num_threads()}
 
 
-# ---- the driver ---------------------------------------------------------------------------------
+# ---- the driver ------------------------------------------------------------------------------------------
 
-def spawn(args, worker, env_changes):
-    env = dict(os.environ)
-    for key, value in env_changes.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    cmd = [sys.executable, os.path.join(HERE, 'bench.py'), '--worker', worker, '--steps', str(args.steps),
-           '--warmup', str(args.warmup)] + (['--data-dir', args.data_dir] if args.data_dir else [])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        return {'error': proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def full_run(args):
-    """mnist_cnn.py as a user runs it: seconds to the first training step, peak RSS, wall time."""
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, os.path.join(HERE, 'mnist_cnn.py'), '--epochs', str(args.full_epochs),
-               '--out', os.path.join(tmp, 'run'), '--ckpt-dir', os.path.join(tmp, 'ckpt'), '--log-every', '1']
-        cmd += ['--data-dir', args.data_dir] if args.data_dir else []
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        first_step = None
-        for line in proc.stdout:
-            if first_step is None and line.startswith('epoch: 0, batch: 0'):
-                first_step = time.perf_counter() - start  # import + data load + first step done
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        return {'error': 'mnist_cnn.py failed (is the data there? pass --data-dir)'}
-    return {'first_step_s': first_step, 'peak_rss_mb': usage.ru_maxrss / 1024, 'wall_s': wall,
-            'epochs': args.full_epochs}
+def spawn(args, worker, options, env_changes, python=sys.executable):
+    env = dict(CLEAN_ENV)
+    env.update(env_changes)
+    cmd = [python, os.path.join(HERE, 'bench.py'), '--worker', worker, '--epochs', str(args.epochs),
+           '--steps', str(args.steps), '--options', json.dumps(options)]
+    cmd += ['--data-dir', args.data_dir] if args.data_dir else []
+    if options.get('nproc'):  # PaddlePaddle's own launcher; rank 0 prints the result
+        cmd = [python, '-m', 'paddle.distributed.launch', '--nproc_per_node', str(options['nproc']),
+               '--log_dir', os.path.join(options['tmp'], 'log')] + cmd[1:]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        return {'error': tail[-1][:200] if tail else f'exit {proc.returncode}'}
+    return json.loads(lines[-1])
 
 
 def machine():
-    info = {'python': platform.python_version(), 'cores': os.cpu_count()}
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    info['cpu'] = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        info['cpu'] = platform.processor()
-    sys.path.insert(0, HERE)
-    import common  # noqa: F401  (applies the same switches as the scripts)
-    import paddle
-    info.update(paddle=paddle.__version__, cpu_vendor=common.cpu_vendor(),
-                MKL_DEBUG_CPU_TYPE=os.environ.get('MKL_DEBUG_CPU_TYPE'),
-                OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS'))
-    return info
+    cpu = platform.processor()
+    if os.path.exists('/proc/cpuinfo'):
+        cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), cpu)
+    versions = {}
+    for package in ('paddlepaddle', 'numpy'):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return dict(versions, cpu=cpu, cores=os.cpu_count(), python=platform.python_version(),
+                load=os.getloadavg()[0], OMP_NUM_THREADS=CLEAN_ENV.get('OMP_NUM_THREADS'))
+
+
+def summary(runs):
+    """Median and spread across rounds of each figure."""
+    ok = [r for r in runs if 'epoch_samples_per_s' in r]
+    if not ok:
+        return {'error': runs[-1].get('error', runs[-1].get('skipped', '?'))}
+    out = {k: statistics.median(r[k] for r in ok) for k in ok[0] if isinstance(ok[0][k], float)}
+    rates = [r['epoch_samples_per_s'] for r in ok]
+    out.update({k: v for k, v in ok[0].items() if not isinstance(v, float)}, rounds=rates,
+               spread=(max(rates) - min(rates)) / statistics.median(rates))
+    return out
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.worker:
-        return run_worker(args)
+        work = {'dump': worker_dump, 'script': worker_script, 'tutorial': worker_tutorial, 'torch': worker_torch}
+        print(json.dumps(work[args.worker](args, json.loads(args.options))))
+        return None
+    configs = [c for c in CONFIGS if not args.only or any(c[0].startswith(p) for p in args.only)]
     info = machine()
-    print(f'machine: {info["cpu"]} ({info["cores"]} cores), python {info["python"]}, paddle {info["paddle"]}; '
-          f'MKL_DEBUG_CPU_TYPE={info["MKL_DEBUG_CPU_TYPE"]}, OMP_NUM_THREADS={info["OMP_NUM_THREADS"]}')
-    results = {}
-    for round_ in range(args.rounds):
-        for label, worker, env in CONFIGS:
-            r = spawn(args, worker, env)
-            best = results.get(label)
-            if best is None or r.get('samples_per_s', 0) > best.get('samples_per_s', 0):
-                results[label] = r
-    ours = results['ours'].get('samples_per_s')
-    print(f'\ntraining step, batch 100 (median of {args.steps} steps after {args.warmup}, best of {args.rounds} rounds; '
-          f'images: {results["ours"].get("images", "?")})')
-    print(f'{"":38s} {"samples/s":>10s} {"step ms":>8s} {"data %":>7s}   ours / this')
-    for label, _, _ in CONFIGS:
-        r = results[label]
-        if 'samples_per_s' not in r:
-            print(f'{label:38s} {"skipped: " + r.get("skipped", r.get("error", "?"))}')
+    print(f'machine: {info["cpu"]} ({info["cores"]} cores), python {info["python"]}, paddlepaddle {info["paddlepaddle"]}, '
+          f'load average {info["load"]:.2f}; OMP_NUM_THREADS={info["OMP_NUM_THREADS"]} in the environment')
+    torch_python = TORCH_PYTHON if os.path.exists(TORCH_PYTHON) else sys.executable
+    runs = {label: [] for label, *_ in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = os.path.join(tmp, 'train.npz')
+        dumped = spawn(args, 'dump', {'path': npz}, {})
+        if 'error' in dumped:
+            sys.exit(f'error: could not load MNIST for the bench ({dumped["error"]}); pass --data-dir')
+        for round_ in range(args.rounds):
+            for label, worker, options, env in configs:
+                options = dict(options, path=npz, tmp=tmp)
+                r = spawn(args, worker, options, env, torch_python if worker == 'torch' else sys.executable)
+                if worker == 'torch' and 'error' in r and 'torch' in r['error']:
+                    r = {'skipped': 'PyTorch is not installed: make bench-env (or pip install torch into .venv-torch)'}
+                runs[label].append(r)
+                print(f'  round {round_ + 1}: {label}: {r.get("epoch_samples_per_s", r.get("error", r.get("skipped")))}', flush=True)
+    table = {label: summary(rs) for label, rs in runs.items()}
+    ours = table[configs[0][0]].get('epoch_samples_per_s')
+    print(f'\nsamples/s of the training loop over epochs 2-{args.epochs} (median of {args.rounds} rounds; spread = '
+          f'(max - min) / median), and the median step of batch 100')
+    print(f'{"":44s} {"samples/s":>9s} {"spread":>7s} {"step ms":>8s}   ours / this')
+    for label, r in table.items():
+        if 'epoch_samples_per_s' not in r:
+            print(f'{label:44s} {r["error"]}')
             continue
-        ratio = '' if label == 'ours' else f'{ours / r["samples_per_s"]:.2f}x'
-        print(f'{label:38s} {r["samples_per_s"]:10.0f} {r["step_ms"]:8.1f} {100 * r["data_share"]:6.1f}%   {ratio}')
-    report = {'machine': info, 'args': vars(args), 'steps': results}
-    if 'samples_per_s' in results['ours']:
-        print(f'\neval of 10,000 images: {results["ours"]["eval_10k_s"]:.2f} s')
-        for peer, key in (('tutorial\'s way', 'ours_vs_tutorial'), ('PyTorch', 'ours_vs_pytorch')):
-            if 'samples_per_s' in results[peer]:
-                report[key] = ours / results[peer]['samples_per_s']
-    if not args.skip_full_run:
-        full = full_run(args)
-        report['full_run'] = full
-        if 'error' in full:
-            print(f'full run: {full["error"]}')
-        else:
-            print(f'mnist_cnn.py, {full["epochs"]} epoch(s): first training step after {full["first_step_s"]:.1f} s '
-                  f'(imports + data), peak RSS {full["peak_rss_mb"]:.0f} MB, wall {full["wall_s"]:.1f} s')
+        ratio = '' if label == configs[0][0] or not ours else f'{ours / r["epoch_samples_per_s"]:.2f}x'
+        print(f'{label:44s} {r["epoch_samples_per_s"]:9.0f} {100 * r["spread"]:6.1f}% {r.get("step_ms", 0):8.1f}   {ratio}')
+    first = table[configs[0][0]]
+    if 'eval_s' in first:
+        print(f'\nevaluation of {first["eval_images"]:,} images: {first["eval_s"]:.2f} s; DataLoader share of a step: '
+              f'{100 * first["data_share"]:.1f}%')
+    report = {'machine': info, 'args': vars(args), 'runs': runs, 'table': table}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)

@@ -1,4 +1,5 @@
-"""bench.py runs and writes its JSON (a smoke test: no timing thresholds; figures live in the script)."""
+"""bench.py runs end to end and writes its JSON (a smoke test: no timing thresholds; figures live
+in `make bench`). PyTorch is measured when .venv-torch exists, else reported as skipped."""
 import json
 
 from conftest import read_metrics  # noqa: F401  (conftest puts the project on sys.path)
@@ -6,14 +7,14 @@ from conftest import read_metrics  # noqa: F401  (conftest puts the project on s
 
 def test_bench_smoke(run_script, idx_dir, tmp_path):
     out = tmp_path / 'bench.json'
-    proc = run_script('bench.py', '--steps', '3', '--warmup', '1', '--rounds', '1', '--full-epochs', '1',
-                      '--data-dir', idx_dir, '--out', out, cwd=tmp_path)
+    proc = run_script('bench.py', '--rounds', '1', '--epochs', '2', '--steps', '3', '--data-dir', idx_dir, '--out', out,
+                      '--only', 'ours: mnist', 'tutorial', 'PyTorch, its', cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(out.read_text())
-    assert report['steps']['ours']['samples_per_s'] > 0
-    assert report['steps']["tutorial's way"]['samples_per_s'] > 0
-    assert 'ours_vs_tutorial' in report
-    torch = report['steps']['PyTorch']
-    assert 'samples_per_s' in torch or torch == {'skipped': 'torch not installed'}
-    assert report['full_run']['peak_rss_mb'] > 0 and report['full_run']['first_step_s'] > 0
-    assert 'ours' in proc.stdout and 'samples/s' in proc.stdout
+    table = json.loads(out.read_text())['table']
+    assert set(table) == {'ours: mnist_cnn.py', "tutorial's way", 'PyTorch, its defaults (all cores)'}
+    ours = table['ours: mnist_cnn.py']
+    assert ours['epoch_samples_per_s'] > 0 and ours['step_ms'] > 0 and 0 <= ours['data_share'] < 1
+    assert table["tutorial's way"]['epoch_samples_per_s'] > 0
+    torch = table['PyTorch, its defaults (all cores)']
+    assert torch.get('epoch_samples_per_s', 0) > 0 or 'PyTorch is not installed' in torch['error']
+    assert 'samples/s' in proc.stdout and 'ours / this' in proc.stdout
