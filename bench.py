@@ -35,7 +35,7 @@ CONFIGS = [
     ('tutorial\'s way', 'tutorial', {}, {}),
     ('PyTorch, its defaults (all cores)', 'torch', {}, {}),
     ('PyTorch, 1 thread', 'torch', {'threads': 1}, {}),
-    ('lever: ours with OMP_NUM_THREADS=2', 'script', {}, {'OMP_NUM_THREADS': '2'}),
+    ('lever: ours with paddle\'s 1 thread', 'script', {}, {'OMP_NUM_THREADS': '1'}),
     ('lever: ours with --num-workers 2', 'script', {'args': ['--num-workers', '2']}, {}),
     ('lever: ours without MKL_DEBUG_CPU_TYPE=5', 'script', {}, {'MKL_DEBUG_CPU_TYPE': ''}),
     ('lever: ours with nn.Conv2D\'s own bias add', 'script', {'plain_conv': True}, {}),
