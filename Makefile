@@ -31,10 +31,10 @@ TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--see
 LAUNCH = $(PY) $(if $(NPROC),-m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
 
 .DEFAULT_GOAL := help
-.PHONY: help install all cnn resume housing linear mlp bench bench-env test golden compat clean
+.PHONY: help install all cnn resume tutorial-resume data-json housing linear mlp bench bench-env test golden compat clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT NPROC (e.g. make cnn DATA_DIR=../shared/data/mnist-mini NPROC=2)"
 
 $(STAMP): requirements.txt
@@ -58,6 +58,12 @@ cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, me
 resume: $(STAMP)  ## continue from CKPT and compare with runs/cnn/metrics.json when it exists
 	$(LAUNCH) resume.py --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(wildcard runs/cnn/metrics.json),--compare runs/cnn/metrics.json)
+
+tutorial-resume: $(STAMP)  ## stage 九 the tutorial's way (rate restarted, reshuffled): its losses drift from runs/cnn
+	$(PY) tutorial_resume.py --ckpt $(CKPT) --compare runs/cnn/metrics.json
+
+data-json: $(STAMP)  ## write the course's work/mnist.json.gz from the four MNIST idx files (DATA_DIR)
+	$(PY) mnist_json.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 linear: $(STAMP)  ## stage 二: Linear(784->1) with MSE, then as a softmax classifier (runs/linear*)
 	$(PY) mnist_linear.py --out runs/linear --ckpt-dir checkpoint/linear $(TRAIN_FLAGS)

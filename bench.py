@@ -78,9 +78,9 @@ def worker_script(args, options):
     """mnist_cnn.py's own main(): its real loop, DataLoader, validation and checkpoints; then the
     median of steps of the same loop body."""
     sys.path.insert(0, HERE)
-    import paddle
-    import common
+    import common  # first, as in the scripts: its thread and MKL settings must precede paddle's import
     import mnist_cnn
+    import paddle
     if options.get('plain_conv'):
         mnist_cnn.Conv2D = paddle.nn.Conv2D  # the framework's own bias add, for comparison
     with tempfile.TemporaryDirectory() as tmp:

@@ -116,7 +116,9 @@ def test_dataloader_workers_need_no_shared_memory(run_script, idx_dir, tmp_path)
 
 
 def test_make_all_fast_pipeline(idx_dir, tmp_path):
-    """results.py --fast end to end: every stage runs, the report and its figures exist."""
+    """results.py --fast end to end: every stage runs; resume.py matches every batch and the tutorial's
+    resume does not; the course's mnist.json.gz written from the idx files trains to the same losses."""
+    import re
     from test_housing import TRUE_W
     features = np.random.default_rng(7).uniform(0, 10, size=(200, 13))
     np.savetxt(tmp_path / 'housing.data', np.c_[features, features @ TRUE_W + 3.0], fmt='%.6f')
@@ -126,7 +128,12 @@ def test_make_all_fast_pipeline(idx_dir, tmp_path):
     for name, *_ in results.EXPERIMENTS:
         assert f'| {name} |' in text_
     assert 'failed' not in text_
-    assert 'identical to the uninterrupted run, every batch' in text_
+    compared, identical = map(int, re.search(r'\| resume\.py \(ours\) \| (\d+) \| (\d+) \| 0 \|', text_).groups())
+    assert compared == identical > 0
+    for way in ('rate restarted', 'rate restarted, reshuffled'):
+        compared, identical = map(int, re.search(rf"\| the tutorial's: {way} \| (\d+) \| (\d+) \|", text_).groups())
+        assert identical < compared
+    assert 'gives the same' in text_ and '(bit for bit)' in text_
     for figure in ('optimizers.png', 'mse_vs_ce.png', 'l2.png', 'resume.png'):
         assert os.path.getsize(tmp_path / 'results' / figure) > 10_000
         assert f'![{figure}]({figure})' in text_

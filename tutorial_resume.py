@@ -1,0 +1,79 @@
+"""Stage 九 the tutorial's way, to see why its "resumed training matches" claim fails in its own output.
+
+The tutorial's train_again() loads the model and optimizer state from checkpoint/mnist_epoch0 but
+builds a new PolynomialDecay, so the learning rate starts again at 0.01 instead of where epoch 0
+left it; and its loader shuffles with the process's global random state, so the resumed epochs
+see other batches. This script does the same with a checkpoint of mnist_cnn.py and compares every
+batch loss with the uninterrupted run (resume.py, which restores both, matches every batch).
+
+    python tutorial_resume.py --ckpt checkpoint/mnist_epoch0 --compare runs/cnn/metrics.json
+    python tutorial_resume.py ... --keep-order     # only the restarted learning rate
+"""
+import argparse
+import os
+import time
+
+import common  # first: it sets CPU switches that must precede paddle's import
+import checkpoints
+import mnist_cnn
+import resume
+
+import numpy as np
+import paddle
+
+
+class GlobalShuffleSampler(common.EpochBatchSampler):
+    """The tutorial's order: a new shuffle from a process-wide generator every epoch, whatever the
+    epoch number (seeded once, with another seed than the run's, so that this figure repeats)."""
+    generator = np.random.RandomState(1)
+
+    def __iter__(self):
+        order = self.generator.permutation(self.n)
+        for b in range(self.start, self.batches):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--ckpt', required=True, help='a checkpoint of mnist_cnn.py (checkpoint/mnist_epoch0)')
+    parser.add_argument('--compare', required=True, metavar='METRICS_JSON', help='the uninterrupted run\'s metrics.json')
+    parser.add_argument('--keep-order', action='store_true', help='keep the run\'s batch order: only restart the rate')
+    parser.add_argument('--out', default='runs/tutorial-resume', help='metrics.json and plots of this run')
+    parser.add_argument('--ckpt-dir', default='checkpoint/tutorial-resume', help='its own checkpoints (not the run\'s)')
+    return parser
+
+
+def main(argv=None):
+    args = common.parse_args(build_parser(), argv)
+    wall_start = time.perf_counter()
+    reference = checkpoints.load_json(args.compare, 'metrics.json of the uninterrupted run')
+    prefix, meta = checkpoints.find(args.ckpt)
+    if meta.get('script') != 'mnist_cnn':
+        common.fail(f'{prefix} is not a checkpoint of mnist_cnn.py; the tutorial\'s resume is about its CNN')
+    cfg = dict(meta['config'], out=args.out, ckpt_dir=args.ckpt_dir, visualdl=None)
+    device = common.select_device(cfg['device'])
+    splits, _ = common.load_mnist_splits(cfg['data']['path'], cfg['train_limit'])
+    train_loader, valid_loader, eval_loader = mnist_cnn.make_loaders(splits, cfg)
+    if not args.keep_order:
+        sampler = GlobalShuffleSampler(len(splits['train'][1]), cfg['batch_size'], cfg['seed'])
+        train_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['train']), batch_sampler=sampler)
+    with checkpoints.claim(args.ckpt_dir, args.out, cfg, overwrite=True), paddle.utils.unique_name.guard():
+        model = mnist_cnn.build_model(cfg)
+        optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule, at step 0
+        checkpoints.load_model(model, prefix + '.pdparams')
+        state = checkpoints.load_state(prefix + '.pdopt', 'optimizer file')
+        state['LR_Scheduler'] = scheduler.state_dict()  # as the tutorial: Adam's moments come back, a new schedule at step 0
+        optimizer.set_state_dict(state)
+        print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr()}, '
+              + ('the same batch order' if args.keep_order else 'batches reshuffled from a global generator'))
+        record = mnist_cnn.train(model, optimizer, scheduler, (train_loader, valid_loader, eval_loader), cfg, start=meta)
+        metrics = mnist_cnn.finish(model, (train_loader, valid_loader, eval_loader), cfg, record, device, wall_start,
+                                   {'resumed_from': prefix, 'tutorial_way': 'rate restarted' + ('' if args.keep_order else
+                                                                                               ', reshuffled')})
+    resume.compare_losses(metrics, reference)  # expected to differ: that is the point
+    return metrics
+
+
+if __name__ == '__main__':
+    common.run_main(main)
