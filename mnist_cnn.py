@@ -7,10 +7,8 @@
     5. the loop     forward, loss, backward, step; each epoch: validation (八) and a checkpoint (九)
     6. main         device (七), data, model, train, evaluate on the eval split, save, plots
 
-    python mnist_cnn.py                                  # 5 epochs of the tutorial's final setup
-    python mnist_cnn.py --data-dir ../shared/data/mnist-mini --epochs 2
-    python mnist_cnn.py --predict digit.png              # classify one image with the trained model
-    python resume.py --ckpt checkpoint/mnist_epoch0      # continue from the end of epoch 0
+    python mnist_cnn.py --data-dir ../shared/data/mnist          # 5 epochs of the tutorial's final setup
+    python resume.py --ckpt checkpoint/mnist_epoch0              # continue from the end of epoch 0
     python -m paddle.distributed.launch --nproc_per_node 2 mnist_cnn.py    # 七: two data-parallel workers
 """
 import argparse
@@ -36,18 +34,16 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--epochs', type=common.positive_int, default=5, help='passes over the training split')
-    parser.add_argument('--batch-size', type=common.positive_int, default=100,
-                        help='images per step (data-parallel: all workers together)')
+    parser.add_argument('--batch-size', type=common.positive_int, default=100, help='images per step (all workers)')
     parser.add_argument('--lr', type=common.positive_float, default=0.01, help='(initial) learning rate')
     parser.add_argument('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
     parser.add_argument('--loss', default='ce', choices=['ce', 'mse'],
                         help='ce: 10 class scores, softmax + cross-entropy (五); mse: one output, the digit as a number (四)')
     parser.add_argument('--opt', default='adam', choices=['sgd', 'momentum', 'adagrad', 'adam'], help='optimizer (六)')
-    parser.add_argument('--schedule', default='poly', choices=['poly', 'constant'],
-                        help='poly: PolynomialDecay from --lr to --lr/10 over all steps (九)')
+    parser.add_argument('--schedule', default='poly', choices=['poly', 'constant'], help='poly: --lr to --lr/10 (九)')
     parser.add_argument('--l2', type=common.non_negative_float, default=0.0, help='L2 regularisation (八); 0 = off')
-    parser.add_argument('--num-workers', type=common.non_negative_int, default=0,
-                        help='DataLoader processes preparing batches ahead (三); 0 = in the training process')
+    parser.add_argument('--num-workers', type=common.non_negative_int, default=0, help='DataLoader processes (三)')
+    parser.add_argument('--shift', type=common.non_negative_int, default=0, help='move training images up to N pixels')
     parser.add_argument('--check-shape', action='store_true', help='print each layer\'s parameter and output shapes (八)')
     parser.add_argument('--check-content', action='store_true', help='print sample kernels and feature maps (八)')
     common.add_run_args(parser, out='runs/cnn')
@@ -57,11 +53,28 @@ def build_parser():
 
 # ---- 2. data (三) ---------------------------------------------------------------------------------
 
+class TrainSet(common.MNISTDataset):
+    """The training images; with --shift N each is moved by up to N pixels each way, a new move every
+    epoch, drawn from (seed, epoch) so that a resumed run sees the very same images (set_epoch)."""
+
+    def __init__(self, images, labels, shift=0, seed=0):
+        super().__init__(images, labels)
+        self.shift, self.seed, self.moves = shift, seed, None
+
+    def set_epoch(self, epoch):
+        self.moves = np.random.default_rng([self.seed, epoch, 1]).integers(-self.shift, self.shift + 1, (len(self), 2))
+
+    def __getitem__(self, index):
+        (image, label), s, (dy, dx) = super().__getitem__(index), self.shift, self.moves[index]
+        padded = np.pad(image, ((0, 0), (s, s), (s, s)), constant_values=-1.0) if s else image  # background is -1
+        return padded[:, s + dy:s + dy + 28, s + dx:s + dx + 28], label
+
+
 def make_loaders(splits, cfg):
     """Training batches in an order that depends on (seed, epoch) alone, so a resumed run sees the
     batches the interrupted one would have; validation and evaluation in file order, 500 at a time."""
     rank, world_size = common.rank_and_world()
-    train_set = common.MNISTDataset(*splits['train'])
+    train_set = TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
     sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'], rank, world_size)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
                                         use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
@@ -73,9 +86,8 @@ def make_loaders(splits, cfg):
 # ---- 3. model (四) ---------------------------------------------------------------------------------
 
 class Conv2D(nn.Conv2D):
-    """nn.Conv2D with the same parameters (weight, bias [C]), names and results, faster on a CPU:
-    paddle adds the bias as [1,C,1,1] on a slow path (bench.py); added as [C,1,1] the losses are
-    bit-identical and checkpoints are interchangeable."""
+    """nn.Conv2D with the same parameters, names and results, faster on a CPU: the bias added as
+    [C,1,1] rather than paddle's slow [1,C,1,1] path (bench.py). Checkpoints are interchangeable."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias_attr=False)
@@ -118,22 +130,19 @@ def check_layers(model, images, seed, shapes=True, content=False):
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
              ('fc', lambda t: model.fc(paddle.flatten(t, start_axis=1)))]
     if shapes:
-        print('########## parameter shapes ##########')
-        for name, p in model.named_parameters():
-            print(f'{name}: {p.shape}')
+        print('########## parameter shapes ##########\n' + '\n'.join(f'{n}: {p.shape}' for n, p in model.named_parameters()))
         print(f'########## output shape of every layer ##########\ninput: {x.shape}')
     channel = int(np.random.default_rng(seed).integers(0, 20))
     for name, step in steps:
         x = step(x)
         if shapes:
             print(f'{name}: {x.shape}')
-        if content and name.startswith('conv'):
-            print(f'{name}: channel {channel} of the first image, top-left 4x4:\n'
-                  f'{np.array2string(x.numpy()[0, channel, :4, :4], precision=4)}')
-    if content:
-        for name, layer in (('conv1', model.conv1), ('conv2', model.conv2)):
-            print(f'{name} kernel [0][0]:\n{np.array2string(layer.weight.numpy()[0, 0], precision=4)}')
-        print(f'output of the last layer for the first image: {np.array2string(x.numpy()[0], precision=4)}')
+        if content:  # a corner of one feature map, or the fc's 10 outputs
+            sample = x.numpy()[0, channel, :4, :4] if x.ndim == 4 else x.numpy()[0]
+            print(f'{name}: first image{f", channel {channel}, top-left 4x4" if x.ndim == 4 else ""}:\n'
+                  f'{np.array2string(sample, precision=4)}')
+    for name, layer in (('conv1', model.conv1), ('conv2', model.conv2)) if content else ():
+        print(f'{name} kernel [0][0]:\n{np.array2string(layer.weight.numpy()[0, 0], precision=4)}')
 
 
 # ---- 4. loss (五) and optimizer (六) ------------------------------------------------------------------
@@ -172,6 +181,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.first_batch(epoch)  # 0, or the batch where a resumed run stopped
             train_loader.batch_sampler.set_epoch(epoch, first)
+            train_loader.dataset.set_epoch(epoch)  # with --shift: this epoch's moves
             net.train()
             for batch_id, (images, labels) in enumerate(train_loader, start=first):
                 output = net(images)  # forward pass (前向计算)
@@ -204,10 +214,8 @@ def evaluate(model, loader, loss_kind):
         total_abs += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
         seen += len(labels)
     model.train()
-    if not seen:
-        return {'loss': None, 'acc': None}
-    result = {'loss': total_loss / seen, 'acc': total_correct / seen}
-    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' else result
+    result = {'loss': total_loss / seen, 'acc': total_correct / seen} if seen else {'loss': None, 'acc': None}
+    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' and seen else result
 
 
 def finish(model, loaders, cfg, record, device, wall_start, extra=None):

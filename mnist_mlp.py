@@ -146,10 +146,8 @@ def evaluate(model, loader, loss_kind):
         total_abs += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
         seen += len(labels)
     model.train()
-    if not seen:
-        return {'loss': None, 'acc': None}
-    result = {'loss': total_loss / seen, 'acc': total_correct / seen}
-    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' else result
+    result = {'loss': total_loss / seen, 'acc': total_correct / seen} if seen else {'loss': None, 'acc': None}
+    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' and seen else result
 
 
 def finish(model, loaders, cfg, record, device, wall_start, extra=None):

@@ -57,7 +57,7 @@ def main(argv=None):
     train_loader, valid_loader, eval_loader = mnist_cnn.make_loaders(splits, cfg)
     if not args.keep_order:
         sampler = GlobalShuffleSampler(len(splits['train'][1]), cfg['batch_size'], cfg['seed'])
-        train_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['train']), batch_sampler=sampler)
+        train_loader = paddle.io.DataLoader(mnist_cnn.TrainSet(*splits['train']), batch_sampler=sampler)
     with checkpoints.claim(args.ckpt_dir, args.out, cfg, overwrite=True), paddle.utils.unique_name.guard():
         model = mnist_cnn.build_model(cfg)
         optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule, at step 0

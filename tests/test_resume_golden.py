@@ -115,3 +115,24 @@ def test_a_checkpoint_of_the_older_format_gets_one_sentence(cnn_run, run_script,
     assert proc.returncode == 1
     assert 'was written by an older version of these scripts (checkpoint format 1, now 2)' in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and 'Traceback' not in proc.stderr
+
+
+def test_shifted_images_move_and_resume_exactly(run_script, idx_dir, tmp_path):
+    """--shift 1: each training image moved by up to a pixel, anew each epoch, from (seed, epoch),
+    so the resumed run sees the same moved images and its losses are identical."""
+    import common
+    import mnist_cnn
+    x, y = common.load_mnist_splits(idx_dir)[0]['train']
+    shifted = mnist_cnn.TrainSet(x, y, shift=1, seed=0)
+    shifted.set_epoch(0)
+    for i in range(20):
+        dy, dx = shifted.moves[i]
+        moved = np.full((1, 30, 30), -1.0, dtype=np.float32)
+        moved[:, 1 - dy:29 - dy, 1 - dx:29 - dx] = x[i]  # the image drawn 1 pixel in, then moved by (-dy, -dx)
+        np.testing.assert_array_equal(shifted[i][0], moved[:, 1:29, 1:29])
+    assert {tuple(m) for m in shifted.moves} == {(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)}
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '2', '--shift', '1', '--log-every', '1000',
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--compare', 'runs/cnn/metrics.json', cwd=tmp_path)
+    assert proc.returncode == 0 and 'bit-identical' in proc.stdout, proc.stdout + proc.stderr
