@@ -95,7 +95,8 @@ def worker_script(args, options):
     with paddle.utils.unique_name.guard():
         model = mnist_cnn.build_model(metrics['config'])
         optimizer, scheduler = mnist_cnn.build_optimizer(metrics['config'], model.parameters())
-        batches, times, data_times = (batch for _ in iter(int, 1) for batch in loaders[0]), [], []  # epochs on end
+        epochs = range(1 + (5 + args.steps) // max(len(loaders[0]), 1))  # enough epochs for the steps
+        batches, times, data_times = (batch for _ in epochs for batch in loaders[0]), [], []
         for i in range(5 + args.steps):
             start = time.perf_counter()
             images, labels = next(batches)

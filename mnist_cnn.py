@@ -59,7 +59,8 @@ class TrainSet(common.MNISTDataset):
 
     def __init__(self, images, labels, shift=0, seed=0):
         super().__init__(images, labels)
-        self.shift, self.seed, self.moves = shift, seed, None
+        self.shift, self.seed = shift, seed
+        self.set_epoch(0)
 
     def set_epoch(self, epoch):
         self.moves = np.random.default_rng([self.seed, epoch, 1]).integers(-self.shift, self.shift + 1, (len(self), 2))
@@ -123,8 +124,7 @@ def build_model(cfg):
 
 @paddle.no_grad()
 def check_layers(model, images, seed, shapes=True, content=False):
-    """八: walk one batch through the layers, printing shapes and/or sample values (the sampled
-    channel comes from the seed, not from global random state, so training is unaffected)."""
+    """八: one batch through the layers, printing shapes and/or values (the channel shown comes from the seed)."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
