@@ -28,6 +28,12 @@ HERE = os.path.dirname(os.path.abspath(__file__)) if '__file__' in globals() els
 CLEAN_ENV = dict(os.environ)  # before anything could import paddle
 TORCH_PYTHON = os.path.join(HERE, '.venv-torch', 'bin', 'python')
 
+# One training step of this CNN at batch 100, counted by hand (a multiply-add is 2 FLOPs):
+# forward, per image: conv1 28*28*20*25 + conv2 14*14*20*20*25 + fc 980*10 = 2.36 M multiply-adds;
+# backward: the weight gradients of all three layers (2.36 M) and the input gradients of conv2 and fc
+# (1.97 M; conv1's input needs none). (2.36 + 4.33) M * 2 FLOPs * 100 images = 1.34 GFLOP.
+FLOP_PER_STEP = 2 * 100 * (2 * (28 * 28 * 20 * 25 + 14 * 14 * 20 * 20 * 25 + 980 * 10) + 14 * 14 * 20 * 20 * 25 + 980 * 10)
+
 # (label, worker, options, environment changes). 'script': mnist_cnn.main in a fresh process.
 CONFIGS = [
     ('ours: mnist_cnn.py', 'script', {}, {}),
@@ -51,6 +57,7 @@ def build_parser():
     parser.add_argument('--rounds', type=int, default=3, help='runs of every configuration, interleaved')
     parser.add_argument('--only', nargs='*', help='labels (prefixes) of the configurations to run')
     parser.add_argument('--out', default='results/bench.json')
+    parser.add_argument('--profile', action='store_true', help='instead: paddle.profiler\'s top operators of --steps steps')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--options', default='{}', help=argparse.SUPPRESS)
     return parser
@@ -90,11 +97,21 @@ def worker_script(args, options):
     result = {'epoch_samples_per_s': epoch_rate(rows)}
     if options.get('nproc'):
         return result
-    # the step median: the loop body of mnist_cnn.train on batches from the same DataLoader
-    loaders = mnist_cnn.make_loaders(common.load_mnist_splits(args.data_dir)[0], metrics['config'])
+    times, data_times, eval_s, eval_images = time_steps(args, metrics['config'])
+    return dict(result, step_ms=1000 * statistics.median(times), data_share=sum(data_times) / sum(times),
+                eval_s=eval_s, eval_images=eval_images)
+
+
+def time_steps(args, cfg, each_step=lambda: None):
+    """The loop body of mnist_cnn.train, steps 5 to 5 + --steps timed, on batches of its DataLoader;
+    then one evaluation of the eval split."""
+    import common
+    import mnist_cnn
+    import paddle
+    loaders = mnist_cnn.make_loaders(common.load_mnist_splits(args.data_dir)[0], cfg)
     with paddle.utils.unique_name.guard():
-        model = mnist_cnn.build_model(metrics['config'])
-        optimizer, scheduler = mnist_cnn.build_optimizer(metrics['config'], model.parameters())
+        model = mnist_cnn.build_model(cfg)
+        optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())
         epochs = range(1 + (5 + args.steps) // max(len(loaders[0]), 1))  # enough epochs for the steps
         batches, times, data_times = (batch for _ in epochs for batch in loaders[0]), [], []
         for i in range(5 + args.steps):
@@ -110,11 +127,31 @@ def worker_script(args, options):
             if i >= 5:
                 times.append(time.perf_counter() - start)
                 data_times.append(fetched - start)
+            each_step()
         t0 = time.perf_counter()
         mnist_cnn.evaluate(model, loaders[2], 'ce')
-        eval_s = time.perf_counter() - t0
-    return dict(result, step_ms=1000 * statistics.median(times), data_share=sum(data_times) / sum(times),
-                eval_s=eval_s, eval_images=len(loaders[2].dataset))
+        return times, data_times, time.perf_counter() - t0, len(loaders[2].dataset)
+
+
+def worker_profile(args, options):
+    """`--profile`: where a step of ours spends its time, by paddle.profiler (the operators of
+    --steps steps after 5 warm-up steps, sorted by total CPU time)."""
+    sys.path.insert(0, HERE)
+    import common
+    import mnist_cnn
+    import paddle.profiler as profiler
+    import progress
+    cli = mnist_cnn.build_parser().parse_args(['--epochs', str(args.epochs)])
+    splits, source = common.load_mnist_splits(args.data_dir)
+    cfg = progress.new_config(cli, 'profile', 'mnist_cnn', source, splits)
+    prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], scheduler=(5, 5 + args.steps),
+                             on_trace_ready=lambda p: None)
+    prof.start()
+    times = time_steps(args, cfg, prof.step)[0]
+    prof.stop()
+    prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit='ms',
+                 views=[profiler.SummaryView.OperatorView])
+    return {'step_ms': 1000 * statistics.median(times)}
 
 
 def worker_tutorial(args, options):
@@ -220,6 +257,27 @@ def worker_torch(args, options):
             'torch': torch.__version__, 'threads': torch.get_num_threads()}
 
 
+def worker_sgemm(args, options):
+    """What this machine's cores reach in the best case: a 2048 x 2048 float32 matmul (threaded
+    MKL/oneDNN sgemm), in paddle with our settings and in PyTorch at its defaults."""
+    n, times = 2048, []
+    if options['lib'] == 'torch':
+        import torch
+        a = torch.rand(n, n)
+        run = lambda: torch.matmul(a, a)
+    else:
+        sys.path.insert(0, HERE)
+        import common  # noqa: F401 (its thread settings precede paddle's import)
+        import paddle
+        a = paddle.rand([n, n])
+        run = lambda: float(paddle.matmul(a, a)[0, 0])
+    for _ in range(12):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return {'gflops': 2 * n ** 3 / min(times[2:]) / 1e9}
+
+
 # ---- the driver ------------------------------------------------------------------------------------------
 
 def spawn(args, worker, options, env_changes, python=sys.executable):
@@ -268,9 +326,13 @@ def summary(runs):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.worker:
-        work = {'dump': worker_dump, 'script': worker_script, 'tutorial': worker_tutorial, 'torch': worker_torch}
+        work = {'dump': worker_dump, 'script': worker_script, 'tutorial': worker_tutorial, 'torch': worker_torch,
+                'sgemm': worker_sgemm, 'profile': worker_profile}
         print(json.dumps(work[args.worker](args, json.loads(args.options))))
         return None
+    if args.profile:  # the table goes straight to the terminal
+        cmd = [sys.executable, os.path.join(HERE, 'bench.py'), '--worker', 'profile', '--steps', str(args.steps)]
+        return subprocess.run(cmd + (['--data-dir', args.data_dir] if args.data_dir else []), env=CLEAN_ENV).returncode
     configs = [c for c in CONFIGS if not args.only or any(c[0].startswith(p) for p in args.only)]
     info = machine()
     print(f'machine: {info["cpu"]} ({info["cores"]} cores), python {info["python"]}, paddlepaddle {info["paddlepaddle"]}, '
@@ -290,22 +352,31 @@ def main(argv=None):
                     r = {'skipped': 'PyTorch is not installed: make bench-env (or pip install torch into .venv-torch)'}
                 runs[label].append(r)
                 print(f'  round {round_ + 1}: {label}: {r.get("epoch_samples_per_s", r.get("error", r.get("skipped")))}', flush=True)
+        sgemm = {'paddle': spawn(args, 'sgemm', {'lib': 'paddle'}, {}),
+                 'PyTorch': spawn(args, 'sgemm', {'lib': 'torch'}, {}, torch_python)}
+        if 'torch' in sgemm['PyTorch'].get('error', ''):
+            sgemm['PyTorch'] = {'error': 'not installed: make bench-env'}
     table = {label: summary(rs) for label, rs in runs.items()}
     ours = table[configs[0][0]].get('epoch_samples_per_s')
     print(f'\nsamples/s of the training loop over epochs 2-{args.epochs} (median of {args.rounds} rounds; spread = '
           f'(max - min) / median), and the median step of batch 100')
-    print(f'{"":44s} {"samples/s":>9s} {"spread":>7s} {"step ms":>8s}   ours / this')
+    print(f'{"":44s} {"samples/s":>9s} {"spread":>7s} {"step ms":>8s} {"GFLOP/s":>8s}   ours / this')
     for label, r in table.items():
         if 'epoch_samples_per_s' not in r:
             print(f'{label:44s} {r["error"]}')
             continue
         ratio = '' if label == configs[0][0] or not ours else f'{ours / r["epoch_samples_per_s"]:.2f}x'
-        print(f'{label:44s} {r["epoch_samples_per_s"]:9.0f} {100 * r["spread"]:6.1f}% {r.get("step_ms", 0):8.1f}   {ratio}')
+        step = f'{r["step_ms"]:8.1f} {FLOP_PER_STEP / r["step_ms"] / 1e6:8.1f}' if 'step_ms' in r else f'{"":8s} {"":8s}'
+        print(f'{label:44s} {r["epoch_samples_per_s"]:9.0f} {100 * r["spread"]:6.1f}% {step}   {ratio}')
+    peaks = ', '.join(f'{lib} {r["gflops"]:.0f}' if 'gflops' in r else f'{lib} not measured ({r["error"]})'
+                      for lib, r in sgemm.items())
+    print(f'one step = {FLOP_PER_STEP / 1e9:.2f} GFLOP; the best case here, a 2048x2048 float32 matmul: {peaks} GFLOP/s')
     first = table[configs[0][0]]
     if 'eval_s' in first:
         print(f'\nevaluation of {first["eval_images"]:,} images: {first["eval_s"]:.2f} s; DataLoader share of a step: '
               f'{100 * first["data_share"]:.1f}%')
-    report = {'machine': info, 'args': vars(args), 'runs': runs, 'table': table}
+    report = {'machine': info, 'args': vars(args), 'runs': runs, 'table': table, 'sgemm_gflops': sgemm,
+              'flop_per_step': FLOP_PER_STEP}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
         json.dump(report, f, indent=1)

@@ -17,4 +17,5 @@ def test_bench_smoke(run_script, idx_dir, tmp_path):
     assert table["tutorial's way"]['epoch_samples_per_s'] > 0
     torch = table['PyTorch, its defaults (all cores)']
     assert torch.get('epoch_samples_per_s', 0) > 0 or 'PyTorch is not installed' in torch['error']
-    assert 'samples/s' in proc.stdout and 'ours / this' in proc.stdout
+    assert 'samples/s' in proc.stdout and 'ours / this' in proc.stdout and 'GFLOP/s' in proc.stdout
+    assert json.loads(out.read_text())['sgemm_gflops']['paddle']['gflops'] > 0
