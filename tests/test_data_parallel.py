@@ -166,6 +166,23 @@ def test_a_worker_that_dies_fails_the_launch(idx_dir, run_script, tmp_path):
     assert_checkpoints_whole_and_resumable(run_script, tmp_path)
 
 
+def test_a_nan_loss_stops_every_worker_at_the_same_batch(idx_dir, tmp_path):
+    """The divergence of test_faults, with two workers: the loss each worker checks is the
+    all-worker average, so both see the overflow at the same batch and stop with one sentence;
+    nothing from the diverged state is saved."""
+    proc = launch(tmp_path, 'mnist_cnn.py', '--data-dir', idx_dir, *DP_ARGS[:-2], '--opt', 'sgd',
+                  '--lr', '100', '--loss', 'mse', '--schedule', 'constant')
+    assert proc.returncode != 0
+    stops = []
+    for rank in (0, 1):
+        log = (tmp_path / 'log' / f'workerlog.{rank}').read_text()
+        assert 'Traceback' not in log, log[-3000:]
+        line = next(l for l in log.splitlines() if 'training diverged' in l)
+        stops.append(line[line.index('at epoch'):])
+    assert stops[0] == stops[1], stops
+    assert not (tmp_path / 'checkpoint' / 'mnist_epoch0.json').exists()
+
+
 def test_the_other_scripts_refuse_the_launcher(idx_dir, tmp_path):
     proc = launch(tmp_path, 'mnist_linear.py', '--data-dir', idx_dir, '--epochs', '1')
     assert proc.returncode != 0
