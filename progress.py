@@ -45,9 +45,9 @@ class Tracker:
         self.per_epoch = cfg['steps_per_epoch']
         self.start_epoch, self.start_batch = start.get('next_epoch', 0), start.get('next_batch', 0)
         self.partial = start.get('partial')
-        self.record = {'batch_losses': [], 'epochs': [], 'steps_per_epoch': self.per_epoch,
-                       'first_step': self.start_epoch * self.per_epoch + self.start_batch}
         self.world_size = common.rank_and_world()[1]
+        self.record = {'batch_losses': [], 'epochs': [], 'steps_per_epoch': self.per_epoch, 'workers': self.world_size,
+                       'first_step': self.start_epoch * self.per_epoch + self.start_batch}
         self.stop_requested, self.handlers, self.visualdl = False, {}, None
 
     # ---- life: signal handlers and the VisualDL log, for the duration of the training -------

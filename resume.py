@@ -63,6 +63,10 @@ def compare_losses(resumed, reference):
         all_same = all_same and same == len(pairs)
     print('resumed losses are bit-identical to the uninterrupted run' if all_same
           else 'resumed losses DIFFER from the reference run')
+    if not all_same and reference.get('workers', 1) != resumed.get('workers', 1):
+        print(f'note: the reference ran with {reference.get("workers", 1)} data-parallel worker(s), this run with '
+              f'{resumed.get("workers", 1)}: the gradient sums round in another order, so the losses follow within '
+              f'rounding, not bit for bit; resume with the same number of workers for identical losses')
     return all_same
 
 

@@ -81,11 +81,17 @@ def test_two_data_parallel_runs_are_identical(parallel, idx_dir, tmp_path):
 
 
 def test_a_two_worker_checkpoint_resumes_in_one_process(parallel, single, run_script, tmp_path):
+    """--compare against the two-worker run: any difference is reported (exit 1), with a note that
+    bit-identity holds for the same number of workers only."""
     proc = run_script('resume.py', '--ckpt', parallel['dir'] / 'checkpoint' / 'mnist_epoch0', '--ckpt-dir',
-                      tmp_path / 'ckpt', '--out', tmp_path / 'out', cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+                      tmp_path / 'ckpt', '--out', tmp_path / 'out', '--compare',
+                      parallel['dir'] / 'runs' / 'cnn' / 'metrics.json', cwd=tmp_path)
+    assert 'Traceback' not in proc.stderr
     resumed = read_metrics(tmp_path / 'out')
-    assert resumed['first_step'] == 19
+    differ = resumed['batch_losses'] != parallel['metrics']['batch_losses'][19:]
+    assert proc.returncode == (1 if differ else 0), proc.stdout + proc.stderr
+    assert ('note: the reference ran with 2 data-parallel worker(s), this run with 1' in proc.stdout) == differ
+    assert resumed['first_step'] == 19 and resumed['workers'] == 1 and parallel['metrics']['workers'] == 2
     np.testing.assert_allclose(resumed['batch_losses'], single['metrics']['batch_losses'][19:], rtol=RTOL)
 
 
