@@ -122,15 +122,16 @@ def rank_pid(launcher, rank, timeout=60):
     raise AssertionError(f'no rank {rank} worker found')
 
 
-def start_and_wait_for_training(tmp_path, idx_dir, lines=15):
-    """A long data-parallel run; returns once rank 0 has printed `lines` progress lines."""
+def start_and_wait_for_training(tmp_path, idx_dir, lines=15, wait_for=None):
+    """A long data-parallel run; returns once rank 0 has printed `lines` progress lines (and, with
+    wait_for, once that file exists: the launcher's output is read meanwhile, so its pipe never fills)."""
     args = ['--data-dir', idx_dir, '--epochs', '30', '--batch-size', '20', '--log-every', '1']
     launcher = subprocess.Popen(launch_cmd(tmp_path, 'mnist_cnn.py', *args), cwd=tmp_path, env=script_env(tmp_path),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = 0
     for line in launcher.stdout:
         seen += line.startswith('epoch: ')
-        if seen >= lines:
+        if seen >= lines and (wait_for is None or os.path.exists(wait_for)):
             return launcher
     raise AssertionError('the launch ended before training started')
 
@@ -163,8 +164,9 @@ def test_ctrl_c_stops_every_worker_at_one_step(idx_dir, run_script, tmp_path):
 def test_a_worker_that_dies_fails_the_launch(idx_dir, run_script, tmp_path):
     """SIGKILL to rank 1: rank 0 loses its peer inside PaddlePaddle's gradient exchange (or in the
     loss average) and stops; the launch exits non-zero naming the failed worker and its log; every
-    checkpoint on disk is whole and resumes."""
-    launcher = start_and_wait_for_training(tmp_path, idx_dir)
+    checkpoint on disk is whole and resumes. The kill comes after the first epoch's checkpoint, so
+    there is one to check (before it, nothing would be on disk to lose)."""
+    launcher = start_and_wait_for_training(tmp_path, idx_dir, wait_for=tmp_path / 'checkpoint' / 'mnist_epoch0.json')
     os.kill(rank_pid(launcher, 1), signal.SIGKILL)
     out, _ = launcher.communicate(timeout=180)
     assert launcher.returncode != 0
