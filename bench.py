@@ -97,18 +97,18 @@ def worker_script(args, options):
     result = {'epoch_samples_per_s': epoch_rate(rows)}
     if options.get('nproc'):
         return result
-    times, data_times, eval_s, eval_images = time_steps(args, metrics['config'])
+    splits = common.load_mnist_splits(args.data_dir)[0]
+    times, data_times, eval_s, eval_images = time_steps(args, metrics['config'], splits)
     return dict(result, step_ms=1000 * statistics.median(times), data_share=sum(data_times) / sum(times),
                 eval_s=eval_s, eval_images=eval_images)
 
 
-def time_steps(args, cfg, each_step=lambda: None):
+def time_steps(args, cfg, splits, each_step=lambda: None):
     """The loop body of mnist_cnn.train, steps 5 to 5 + --steps timed, on batches of its DataLoader;
     then one evaluation of the eval split."""
-    import common
     import mnist_cnn
     import paddle
-    loaders = mnist_cnn.make_loaders(common.load_mnist_splits(args.data_dir)[0], cfg)
+    loaders = mnist_cnn.make_loaders(splits, cfg)
     with paddle.utils.unique_name.guard():
         model = mnist_cnn.build_model(cfg)
         optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())
@@ -147,7 +147,7 @@ def worker_profile(args, options):
     prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], scheduler=(5, 5 + args.steps),
                              on_trace_ready=lambda p: None)
     prof.start()
-    times = time_steps(args, cfg, prof.step)[0]
+    times = time_steps(args, cfg, splits, prof.step)[0]
     prof.stop()
     prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False, thread_sep=False, time_unit='ms',
                  views=[profiler.SummaryView.OperatorView])
