@@ -85,8 +85,8 @@ def worker_script(args, options):
     """mnist_cnn.py's own main(): its real loop, DataLoader, validation and checkpoints; then the
     median of steps of the same loop body."""
     sys.path.insert(0, HERE)
-    import common  # first, as in the scripts: its thread and MKL settings must precede paddle's import
-    import mnist_cnn
+    import mnist_cnn  # first, as a learner runs it: startup.import_paddle() sets the CPU settings
+    import common
     import paddle
     if options.get('plain_conv'):
         mnist_cnn.Conv2D = paddle.nn.Conv2D  # the framework's own bias add, for comparison
@@ -137,13 +137,12 @@ def worker_profile(args, options):
     """`--profile`: where a step of ours spends its time, by paddle.profiler (the operators of
     --steps steps after 5 warm-up steps, sorted by total CPU time)."""
     sys.path.insert(0, HERE)
+    import mnist_cnn  # first: startup.import_paddle() sets the CPU settings
     import common
-    import mnist_cnn
     import paddle.profiler as profiler
-    import progress
     cli = mnist_cnn.build_parser().parse_args(['--epochs', str(args.epochs)])
     splits, source = common.load_mnist_splits(args.data_dir)
-    cfg = progress.new_config(cli, 'profile', 'mnist_cnn', source, splits)
+    cfg = common.new_config(cli, 'profile', 'mnist_cnn', source, splits)
     prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], scheduler=(5, 5 + args.steps),
                              on_trace_ready=lambda p: None)
     prof.start()
@@ -159,7 +158,7 @@ def worker_tutorial(args, options):
     batches built one sample at a time, plain nn.Conv2D, accuracy every batch, paddle's defaults."""
     import random
     import numpy as np
-    import paddle  # without common.py, so without its MKL switch: as a learner runs the tutorial
+    import paddle  # without startup.py, so without its CPU settings: as a learner runs the tutorial
     import paddle.nn as nn
     import paddle.nn.functional as F
     data = np.load(options['path'])
@@ -267,8 +266,8 @@ def worker_sgemm(args, options):
         run = lambda: torch.matmul(a, a)
     else:
         sys.path.insert(0, HERE)
-        import common  # noqa: F401 (its thread settings precede paddle's import)
-        import paddle
+        import startup
+        paddle = startup.import_paddle()  # with the scripts' CPU settings
         a = paddle.rand([n, n])
         run = lambda: float(paddle.matmul(a, a)[0, 0])
     for _ in range(12):

@@ -5,69 +5,20 @@ as in the tutorial, plus NAME_epoch{N}.json: the run's settings, where to contin
 of both files. Every file is written to a temporary name, flushed and renamed; the json comes last.
 So a checkpoint whose json verifies is complete, and its two files belong together.
 """
-import errno
+import contextlib
 import hashlib
 import json
 import os
 import warnings
 
 import common
-from common import UserError, fail
+from errors import UserError, fail
+from safe_files import atomic_write, write_error, write_json
 
 import paddle
+from filelock import FileLock, Timeout
 
 FORMAT = 2  # the checkpoint json's layout; 1 was written before the scripts showed their own loop
-
-# What to do about a failed write, by the operating system's reason.
-WRITE_HINTS = {errno.ENOSPC: 'free some space there, or pass a folder on another disk',
-               errno.EDQUOT: 'free some space there, or pass a folder on another disk',
-               errno.EROFS: 'that file system is read-only; pass a folder you can write to',
-               errno.EACCES: 'you may not write there; pass a folder of your own',
-               errno.EPERM: 'you may not write there; pass a folder of your own',
-               errno.ENOTDIR: 'part of that path is a file, not a folder; pass another path',
-               errno.EEXIST: 'part of that path is a file, not a folder; pass another path'}
-
-
-def write_error(path, error):
-    hint = WRITE_HINTS.get(error.errno, 'pass another folder')
-    fail(f'cannot write {path}: {error.strerror or error}; {hint} (checkpoints saved before are intact)')
-
-
-def atomic_write(path, write):
-    """write(tmp) then rename over path: readers see the old file or the new one, never half of one.
-    Any OSError (full disk, read-only, no permission, a file in the path) removes the temporary file
-    and becomes one sentence naming the path."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp{os.getpid()}')
-    try:
-        os.makedirs(folder, exist_ok=True)
-        write(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        write_error(path, e)
-    finally:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path, obj):
-    def write(tmp):
-        with open(tmp, 'w') as f:
-            json.dump(obj, f, indent=1)
-    atomic_write(path, write)
-
-
-def load_json(path, what):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        fail(f'{path} does not exist; expected a {what}')
-    except (ValueError, UnicodeDecodeError, IsADirectoryError):
-        fail(f'{path} is not valid JSON; expected a {what}')
-
 
 def file_digest(path):
     h = hashlib.sha256()
@@ -209,74 +160,68 @@ def load_optimizer(optimizer, path):
         fail(f'{path} does not fit this optimizer ({e}); it is from another model or optimizer')
 
 
-# Settings that do not change what training computes (where files go, how it reports, who runs it).
-NOT_TRAJECTORY = ('out', 'ckpt_dir', 'device', 'data_dir', 'data', 'log_every', 'visualdl', 'run_id',
-                  'num_workers', 'overwrite')
+def move_aside_other_runs(ckpt_dir, cfg, interrupted_too=False):
+    """Before a new run writes NAME_epoch{N} into ckpt_dir: the checkpoints another run left there
+    under the same NAME move to ckpt_dir/previous/<run id>/ (one line says so), so the folder holds
+    one run and nothing is lost. A run whose newest checkpoint is NAME_interrupted (stopped by
+    Ctrl-C, not yet resumed) stays where `resume.py` finds it, and the new run stops with one
+    sentence, unless interrupted_too (--overwrite). Data-parallel: rank 0 acts."""
+    if common.rank_and_world()[0] != 0:
+        return
+    others = {}
+    for _, prefix, meta in list_checkpoints(ckpt_dir):
+        mine = os.path.basename(prefix).startswith(cfg['name'] + '_')
+        if mine and meta.get('run_id') != cfg['run_id']:
+            others.setdefault(meta.get('run_id'), []).append(prefix)
+    for run_id, prefixes in others.items():
+        newest = prefixes[-1]  # list_checkpoints sorts by training step
+        if newest.endswith('_interrupted') and not interrupted_too:
+            fail(f'{newest} is an interrupted run; continue it with `python resume.py --ckpt {newest}`, '
+                 f'or pass --overwrite to move it aside and start anew')
+        target = os.path.join(ckpt_dir, 'previous', str(run_id))
+        try:
+            os.makedirs(target, exist_ok=True)
+            for prefix in prefixes:
+                for ext in ('pdparams', 'pdopt', 'json'):  # the json last: it makes a checkpoint whole
+                    if os.path.isfile(f'{prefix}.{ext}'):
+                        os.replace(f'{prefix}.{ext}', os.path.join(target, os.path.basename(prefix) + '.' + ext))
+        except OSError as e:
+            fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; move or delete '
+                 f'them yourself, or pass another --ckpt-dir')
+        print(f'note: {ckpt_dir} held {len(prefixes)} checkpoint(s) of an earlier run; moved to {target}')
 
 
-def same_trajectory(cfg_a, cfg_b):
-    strip = lambda cfg: {k: v for k, v in cfg.items() if k not in NOT_TRAJECTORY}
-    return strip(cfg_a) == strip(cfg_b)
-
-
-class claim:
-    """with checkpoints.claim(ckpt_dir, out, cfg, overwrite): before any training, check that both
-    folders can be written, take an OS lock on ckpt_dir for the run's life (released when the run
-    ends or its process dies, so a killed run never blocks the next), and refuse to mix this run's
-    checkpoints with another run's. Data-parallel: rank 0 claims for all."""
-
-    def __init__(self, ckpt_dir, out, cfg, overwrite=False):
-        self.ckpt_dir, self.out, self.cfg, self.overwrite, self.fd = ckpt_dir, out, cfg, overwrite, None
-
-    def __enter__(self):
-        if common.rank_and_world()[0] != 0:
-            return self
-        check_writable(self.out)
-        check_writable(self.ckpt_dir)
-        self.fd = lock_folder(self.ckpt_dir)
-        for _, prefix, meta in list_checkpoints(self.ckpt_dir):
-            other = meta.get('run_id') != self.cfg['run_id'] and not same_trajectory(meta.get('config', {}), self.cfg)
-            if os.path.basename(prefix).startswith(self.cfg['name'] + '_') and other and not self.overwrite:
-                self.__exit__()
-                fail(f'{self.ckpt_dir} holds checkpoints of another run ({prefix}, other settings); pass '
-                     f'--overwrite to replace them or --ckpt-dir to keep them')
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)  # closing the file releases its lock
-            self.fd = None
-
-
-def check_writable(folder):
-    """Create folder and write a file in it now, so that a bad path costs seconds, not an epoch."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, '.write-test'), 'w'):
-            pass
-        os.remove(os.path.join(folder, '.write-test'))
-    except OSError as e:
-        write_error(folder, e)
-
-
+@contextlib.contextmanager
 def lock_folder(folder):
-    """An exclusive flock on folder/.lock, or one sentence naming the run that holds it."""
-    import fcntl
-    path = os.path.join(folder, '.lock')
+    """with lock_folder(ckpt_dir): an operating-system lock on folder/.lock for the block's life. A
+    second run into the same folder stops with one sentence naming the holder; the lock dies with
+    its process, so a killed run never blocks the next. filelock uses flock on Linux and macOS and
+    msvcrt on Windows. Data-parallel: rank 0 locks for all."""
+    if common.rank_and_world()[0] != 0:
+        yield
+        return
+    lock, holder = FileLock(os.path.join(folder, '.lock'), timeout=0), os.path.join(folder, '.lock-holder')
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock.acquire()
+    except Timeout:
+        fail(f'{folder} is in use by another training run ({read_text(holder) or "another process"}); '
+             f'wait for it to finish, or pass another --ckpt-dir')
     except OSError as e:
-        write_error(path, e)
+        write_error(os.path.join(folder, '.lock'), e)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 100).decode(errors='replace').strip() or 'another process'
-        os.close(fd)
-        fail(f'{folder} is in use by another training run ({holder}); wait for it to finish, '
-             f'or pass another --ckpt-dir')
+        try:
+            with open(holder, 'w') as f:  # only for the sentence above, so a full disk is no matter
+                f.write(f'pid {os.getpid()}')
+        except OSError:
+            pass
+        yield
+    finally:
+        lock.release()
+
+
+def read_text(path):
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f'pid {os.getpid()}'.encode())  # only for the message above, so a full disk is no matter
+        with open(path) as f:
+            return f.read(100).strip()
     except OSError:
-        pass
-    return fd
+        return ''

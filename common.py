@@ -1,52 +1,22 @@
-"""What the stage scripts share: data (三), device (七), plots (八), command-line helpers; the loop is theirs."""
+"""What the stage scripts share: command-line helpers, data (三), a run's settings, device (七).
+
+It does not import PaddlePaddle (select_device does, when called), so the numpy-only chapters
+(mnist_numpy.py, housing.py --impl numpy) run with numpy alone.
+"""
 import argparse
-import contextlib
 import gzip
-import io
+import hashlib
 import json
 import math
 import os
-import platform
 import sys
-import warnings
+import urllib.request
+import uuid
 
 import numpy as np
 
-
-def cpu_vendor():
-    info = open('/proc/cpuinfo').read() if os.path.exists('/proc/cpuinfo') else ''
-    return next((ln.split(':', 1)[1].strip() for ln in info.splitlines() if ln.startswith('vendor_id')), platform.processor())
-
-
-# Set before paddle's import (bench.py measures both): its MKL takes a slow generic path on AMD CPUs unless
-# MKL_DEBUG_CPU_TYPE=5; and 2 threads on 2 cores train ~30% faster than paddle's 1, as deterministically.
-if cpu_vendor() == 'AuthenticAMD':
-    os.environ.setdefault('MKL_DEBUG_CPU_TYPE', '5')  # a user's own settings win; the launcher's workers keep 1 thread
-os.environ.setdefault('OMP_NUM_THREADS', str(min(2, os.cpu_count() or 1)))
-
-# paddle's import warns that ccache (a C++ build cache) is missing and prints advice for OMP_NUM_THREADS
-# other than 1 (meant for data parallel); pass on everything else it says (it resets warning filters meanwhile).
-with warnings.catch_warnings(record=True) as _caught, contextlib.redirect_stderr(io.StringIO()) as _said:
-    import paddle  # noqa: E402  (after the environment switches above)
-for _w in (w for w in _caught if 'ccache' not in str(w.message)):
-    warnings.warn_explicit(_w.message, _w.category, _w.filename, _w.lineno)
-sys.stderr.write(''.join(line for line in _said.getvalue().splitlines(True) if 'OMP_NUM_THREADS' not in line))
-warnings.filterwarnings('ignore', message='No ccache found')
-if paddle.__version__ != '0.0.0' and tuple(map(int, paddle.__version__.split('.')[:2])) < (2, 6):  # 0.0.0: a source build
-    sys.exit(f'error: these scripts need PaddlePaddle 2.6 or newer (tested: 2.6.2 to 3.3.1), not {paddle.__version__}; '
-             f'pip install paddlepaddle==3.3.1')
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad data, flag, checkpoint or folder): one sentence, exit 1."""
-
-    def _render_traceback_(self):  # in Jupyter/IPython: the sentence, not a traceback
-        return [f'error: {self}']
-
-
-def fail(message):  # run_main prints 'error: <message>' and exits with 1
-    raise UserError(message)
-
+from errors import UserError, fail, run_main  # noqa: F401 (the scripts use them as common.*)
+from safe_files import atomic_write
 
 # ---- command line -----------------------------------------------------------------------------
 
@@ -91,14 +61,6 @@ def parse_args(parser, argv=None):
     """argparse over argv; by default the command line, or nothing inside a notebook kernel (whose own
     flags, such as -f kernel.json, are not the script's)."""
     return parser.parse_args(list(argv if argv is not None else [] if in_notebook() else sys.argv[1:]))
-
-
-def run_main(main_fn, argv=None):  # a UserError becomes one 'error: ...' line and exit code 1
-    try:
-        return main_fn(argv)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr, flush=True)
-        raise SystemExit(1)
 
 
 # ---- 三 data: MNIST from the four idx files or the tutorial's mnist.json.gz --------------------
@@ -190,18 +152,43 @@ def load_json_gz(path):
     return splits
 
 
+def data_cache(module):
+    """PaddlePaddle's data cache, where its own datasets keep their downloads."""
+    return os.path.join(os.path.expanduser('~'), '.cache', 'paddle', 'dataset', module)
+
+
+def md5_of(path):
+    h = hashlib.md5()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_stream(stream, path):
+    with open(path, 'wb') as f:
+        for chunk in iter(lambda: stream.read(1 << 20), b''):
+            f.write(chunk)
+
+
 def download(url, module, md5, hint):
-    """url into PaddlePaddle's cache (~/.cache/paddle/dataset/<module>/) with the framework's own
-    downloader: a cached file whose md5 matches is used, else it downloads and checks (3 tries)."""
-    from paddle.dataset.common import DATA_HOME, download as paddle_download, md5file
-    try:
-        return paddle_download(url, module, md5)
-    except Exception as e:  # no network, or a file whose md5 never matched
-        cached = os.path.join(DATA_HOME, module, url.split('/')[-1])
-        if os.path.isfile(cached) and md5file(cached) != md5:
-            hint = (f'The cached {cached} has md5 {md5file(cached)}, not the expected {md5}: it is damaged '
-                    f'or another file; delete it, or pass --data-dir')
-        fail(f'the download of {url} failed ({e}). {hint}')
+    """url into data_cache(module), as paddle's own downloader does: a cached file whose md5
+    matches is used; else it downloads (3 tries) and checks the md5."""
+    path = os.path.join(data_cache(module), url.split('/')[-1])
+    error = None
+    for _ in range(3):
+        if os.path.isfile(path) and md5_of(path) == md5:
+            return path
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                atomic_write(path, lambda tmp: save_stream(response, tmp))
+            error = f'its md5 is {md5_of(path)}, not the expected {md5}'
+        except OSError as e:  # no network (urllib's URLError is an OSError)
+            error = str(getattr(e, 'reason', e))
+    if os.path.isfile(path) and md5_of(path) != md5:
+        hint = (f'The cached {path} has md5 {md5_of(path)}, not the expected {md5}: it is damaged '
+                f'or another file; delete it, or pass --data-dir')
+    fail(f'the download of {url} failed ({error}). {hint}')
 
 
 def resolve_data_source(data_dir=None):
@@ -217,7 +204,7 @@ def resolve_data_source(data_dir=None):
             return 'json', json_path
         if data_dir or find_idx_file(folder, 'train_images'):
             return 'idx', folder
-    cache = os.path.join(os.path.expanduser('~'), '.cache', 'paddle', 'dataset', 'mnist')
+    cache = data_cache('mnist')
     hint = (f'Looked for ./work/mnist.json.gz and the idx files in {cache}; on a machine without '
             f'network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
     for key, name in IDX_FILES.items():
@@ -247,26 +234,13 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-class MNISTDataset(paddle.io.Dataset):
-    """One split as a map-style dataset: dataset[i] is (image float32 [1,28,28], label int64)."""
-
-    def __init__(self, images, labels):
-        self.images, self.labels = images, labels
-
-    def __getitem__(self, index):
-        return self.images[index], self.labels[index]
-
-    def __len__(self):
-        return len(self.labels)
-
-
-class EpochBatchSampler(paddle.io.Sampler):
+class EpochBatchSampler:
     """A DataLoader's batches of indices in the order epoch_order(seed, epoch); set_epoch picks the
     epoch and the batch to start at (resuming mid-epoch). The last batch may be smaller. With
-    data-parallel workers (七) worker `rank` takes its near-equal part of every global batch."""
+    data-parallel workers (七) worker `rank` takes its near-equal part of every global batch.
+    paddle.io.DataLoader(dataset, batch_sampler=...) takes any such iterable of index lists."""
 
     def __init__(self, n, batch_size, seed, rank=0, world_size=1):
-        super().__init__()
         self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
         self.batches, self.epoch, self.start = math.ceil(n / batch_size), 0, 0
         smallest = min(batch_size, n - (self.batches - 1) * batch_size)
@@ -291,6 +265,34 @@ class EpochBatchSampler(paddle.io.Sampler):
         return self.batches - self.start
 
 
+def check_finite(loss, epoch, lr):
+    """The loss, or one sentence when it is NaN or infinite (the scripts without a Tracker)."""
+    if not math.isfinite(loss):
+        fail(f'the loss became {loss} in epoch {epoch}: training diverged; use a smaller '
+             f'learning rate than --lr {lr}')
+    return loss
+
+
+# ---- a run's settings -------------------------------------------------------------------------
+
+def new_config(args, name, script, source, splits, ignore=()):
+    """Every option of a new run, its data, and the span of its LR schedule: a checkpoint holds all
+    that resume.py needs to rebuild the run."""
+    cfg = {k: v for k, v in vars(args).items() if k not in ('predict', 'model', 'overwrite') + tuple(ignore)}
+    steps_per_epoch = math.ceil(source['sizes']['train'] / args.batch_size)
+    cfg.update(name=name, script=script, run_id=uuid.uuid4().hex[:12], data=source, steps_per_epoch=steps_per_epoch,
+               schedule_steps=args.epochs * steps_per_epoch, train_fingerprint=fingerprint(*splits['train']))
+    return cfg
+
+
+def fingerprint(*arrays):
+    """A short hash of the training data, so a resumed run can prove it trains on the same images."""
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
 # ---- 七 device, data-parallel workers, seeding ----------------------------------------------------
 
 def rank_and_world():  # (this worker's rank, number of workers): (0, 1) unless started by the launcher
@@ -300,6 +302,7 @@ def rank_and_world():  # (this worker's rank, number of workers): (0, 1) unless 
 def select_device(name='auto'):
     """'auto' | 'cpu' | 'gpu' -> the device set in paddle (on a GPU, cuDNN made deterministic).
     Under paddle.distributed.launch it also joins the workers; only rank 0 prints from then on."""
+    import paddle
     has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if name == 'gpu' and not has_gpu:
         fail('--device gpu was asked for, but this PaddlePaddle has no CUDA or sees no GPU; '
@@ -315,36 +318,3 @@ def select_device(name='auto'):
         sys.stdout = open(os.devnull, 'w')  # progress and results come from rank 0; errors still show
     print(f'device: {device}' + (f', {world_size} data-parallel workers' if world_size > 1 else ''))
     return device
-
-
-# ---- 八 plots ------------------------------------------------------------------------------
-
-def pyplot():
-    import matplotlib
-    if not in_notebook():
-        matplotlib.use('Agg')  # headless: files only
-    return __import__('matplotlib.pyplot').pyplot
-
-
-def save_figure(fig, path):
-    """Save a figure as PNG (whole or not at all); shown inline too in a notebook."""
-    from checkpoints import atomic_write
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png'))
-    if in_notebook():
-        pyplot().show()
-    pyplot().close(fig)
-    return path
-
-
-def plot_lines(path, series, title, xlabel, ylabel, markers=False, logy=False):
-    """One PNG with a line per entry of series {label: (x, y)}."""
-    fig, ax = pyplot().subplots(figsize=(7, 4))
-    for label, (x, y) in series.items():
-        ax.plot(x, y, marker='o' if markers else None, linewidth=1.5 if markers else 1, label=label)
-    ax.set(xlabel=xlabel, ylabel=ylabel, yscale='log' if logy else 'linear')
-    ax.set_title(title, fontsize=10)
-    ax.xaxis.get_major_locator().set_params(integer=markers)  # per-epoch plots: whole-number ticks
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)

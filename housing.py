@@ -17,13 +17,14 @@ import math
 import os
 import time
 
-import common  # first: it sets CPU switches that must precede paddle's import
-import checkpoints
+import startup
+startup.use_project_python(needs=('numpy', 'matplotlib'))  # PaddlePaddle only for --impl paddle
 
 import numpy as np
-import paddle
-import paddle.nn as nn
-import paddle.nn.functional as F
+
+import common
+import plots
+from safe_files import check_writable, write_json
 
 HOUSING_URL = 'http://paddlemodels.bj.bcebos.com/uci_housing/housing.data'
 HOUSING_MD5 = 'd4accdce7a25600298819f8e28e8d593'  # as paddle.text.datasets.UCIHousing checks it
@@ -96,13 +97,6 @@ def denormalise(values, mins, span, column=COLUMNS - 1):
     return np.asarray(values) * span[column] + mins[column]
 
 
-def check_finite(loss, epoch, lr):
-    if not math.isfinite(loss):
-        common.fail(f'the loss became {loss} in epoch {epoch}: training diverged; use a smaller '
-                    f'learning rate than --lr {lr}')
-    return loss
-
-
 # ---- model 1: numpy, every step by hand -------------------------------------------------------
 
 class Network:
@@ -132,7 +126,7 @@ class Network:
         """Full-batch GD when batch_size is None, else mini-batch SGD shuffled by (seed, epoch).
         Returns the loss of every iteration."""
         losses = []
-        with np.errstate(over='ignore', invalid='ignore'):  # divergence is caught by check_finite
+        with np.errstate(over='ignore', invalid='ignore'):  # divergence is caught by common.check_finite
             for epoch in range(epochs):
                 if batch_size is None:
                     parts = [data]
@@ -141,47 +135,11 @@ class Network:
                     parts = [shuffled[k:k + batch_size] for k in range(0, len(data), batch_size)]
                 for part in parts:
                     x, y = part[:, :-1], part[:, -1:]
-                    losses.append(check_finite(self.loss(self.forward(x), y), epoch, lr))
+                    losses.append(common.check_finite(self.loss(self.forward(x), y), epoch, lr))
                     self.update(*self.gradient(x, y), lr)
                 if log_every and (epoch + 1) % log_every == 0:
                     print(f'epoch {epoch:4d}, loss {losses[-1]:.6f}')
         return losses
-
-
-# ---- model 2: PaddlePaddle ---------------------------------------------------------------------
-
-class Regressor(nn.Layer):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(in_features=13, out_features=1)  # 13 features -> the price
-
-    def forward(self, x):
-        return self.fc(x)
-
-
-def train_paddle(model, data, epochs, lr, batch_size, seed):
-    """Mini-batch SGD (or full batch when batch_size is None) with MSE, as the tutorial's loop."""
-    optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=model.parameters())
-    losses = []
-    for epoch in range(epochs):
-        size = batch_size or len(data)
-        order = common.epoch_order(len(data), seed, epoch)  # shuffled by (seed, epoch), as the MNIST scripts
-        for b in range(math.ceil(len(data) / size)):
-            x, y = data[order[b * size:(b + 1) * size], :-1], data[order[b * size:(b + 1) * size], -1:]
-            loss = F.mse_loss(model(paddle.to_tensor(x, dtype='float32')), paddle.to_tensor(y, dtype='float32'))
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            losses.append(check_finite(float(loss), epoch, lr))
-            if b == 0 and epoch % max(1, epochs // 10) == 0:
-                print(f'epoch: {epoch}, iter: {b}, loss is: {losses[-1]:.6f}')
-    return losses
-
-
-@paddle.no_grad()
-def paddle_predict(model, x):
-    model.eval()
-    return model(paddle.to_tensor(x, dtype='float32')).numpy()
 
 
 # ---- main: data, train, evaluate, save ---------------------------------------------------------
@@ -200,7 +158,7 @@ def main(argv=None):
           f'{args.impl} {args.method}: {epochs} epochs, batch {batch_size or "all"}, lr {lr}')
     cfg = dict(vars(args), epochs=epochs, batch_size=batch_size, lr=lr,
                data={'path': os.path.abspath(path), 'sizes': {'train': len(train_set), 'test': len(test_set)}})
-    checkpoints.check_writable(args.out)  # a bad --out fails now, not after training
+    check_writable(args.out)  # a bad --out fails now, not after training
     x_train, y_train = train_set[:, :-1], train_set[:, -1:]
     x_test, y_test = test_set[:, :-1], test_set[:, -1:]
     example = len(test_set) - 10  # the tutorial's test example (index -10)
@@ -209,19 +167,12 @@ def main(argv=None):
         net = Network(13, seed=args.seed)
         losses = net.train(train_set, epochs, lr, batch_size, args.seed, log_every=max(1, epochs // 10))
         predict = net.forward
-        device = 'cpu (numpy)'
-    else:
-        device = common.select_device('cpu')  # a 13-weight model: the CPU is the right place
-        with paddle.utils.unique_name.guard():
-            paddle.seed(args.seed)  # the same seed, the same initial weights
-            model = Regressor()
-            losses = train_paddle(model, train_set, epochs, lr, batch_size, args.seed)
-            # save, then load into a fresh model and predict with that one (the tutorial's round trip)
-            model_path = os.path.join(args.out, 'LR_model.pdparams')
-            checkpoints.atomic_write(model_path, lambda tmp: paddle.save(model.state_dict(), tmp))
-            loaded = Regressor()
-            checkpoints.load_model(loaded, model_path)
-        predict = lambda x: paddle_predict(loaded, x)
+        device, paddle_version = 'cpu (numpy)', None
+    else:  # the same model with PaddlePaddle: housing_paddle.py
+        import housing_paddle
+        losses, predict = housing_paddle.train_and_reload(train_set, epochs, lr, batch_size, args.seed,
+                                                          os.path.join(args.out, 'LR_model.pdparams'))
+        device, paddle_version = 'cpu', housing_paddle.paddle.__version__
 
     train_mse = float(np.mean((predict(x_train) - y_train) ** 2))
     test_mse = float(np.mean((predict(x_test) - y_test) ** 2))
@@ -235,10 +186,10 @@ def main(argv=None):
     metrics = {'config': cfg, 'batch_losses': losses, 'train_mse': train_mse, 'test_mse': test_mse,
                'test_mse_k2': test_mse * span[-1] ** 2, 'test_rmse_k': test_rmse_k,
                'example': {'index': example, 'prediction_k': guess, 'label_k': truth},
-               'wall_s': time.perf_counter() - wall_start, 'paddle_version': paddle.__version__,
+               'wall_s': time.perf_counter() - wall_start, 'paddle_version': paddle_version,
                'device': device}
-    checkpoints.write_json(os.path.join(args.out, 'metrics.json'), metrics)
-    common.plot_lines(os.path.join(args.out, 'loss.png'),
+    write_json(os.path.join(args.out, 'metrics.json'), metrics)
+    plots.plot_lines(os.path.join(args.out, 'loss.png'),
                       {f'{args.impl} {args.method}': (np.arange(len(losses)), losses)},
                       'Boston housing: training loss (normalised MSE)', 'iteration', 'loss', logy=True)
     print(f'wrote {args.out}/metrics.json and {args.out}/loss.png')

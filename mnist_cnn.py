@@ -15,15 +15,18 @@ import argparse
 import os
 import time
 
-import common  # first: it sets CPU switches that must precede paddle's import
-import checkpoints
-import predict
-import progress
+import startup
+paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+
+import checkpoints
+import common
+import predict
+import progress
+from safe_files import check_writable
 
 NAME, SCRIPT = 'mnist', 'mnist_cnn'  # checkpoints: checkpoint/mnist_epoch{N}, as in the tutorial
 
@@ -33,19 +36,20 @@ NAME, SCRIPT = 'mnist', 'mnist_cnn'  # checkpoints: checkpoint/mnist_epoch{N}, a
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--epochs', type=common.positive_int, default=5, help='passes over the training split')
-    parser.add_argument('--batch-size', type=common.positive_int, default=100, help='images per step (all workers)')
-    parser.add_argument('--lr', type=common.positive_float, default=0.01, help='(initial) learning rate')
-    parser.add_argument('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
-    parser.add_argument('--loss', default='ce', choices=['ce', 'mse'],
-                        help='ce: 10 class scores, softmax + cross-entropy (五); mse: one output, the digit as a number (四)')
-    parser.add_argument('--opt', default='adam', choices=['sgd', 'momentum', 'adagrad', 'adam'], help='optimizer (六)')
-    parser.add_argument('--schedule', default='poly', choices=['poly', 'constant'], help='poly: --lr to --lr/10 (九)')
-    parser.add_argument('--l2', type=common.non_negative_float, default=0.0, help='L2 regularisation (八); 0 = off')
-    parser.add_argument('--num-workers', type=common.non_negative_int, default=0, help='DataLoader processes (三)')
-    parser.add_argument('--shift', type=common.non_negative_int, default=0, help='move training images up to N pixels')
-    parser.add_argument('--check-shape', action='store_true', help='print each layer\'s parameter and output shapes (八)')
-    parser.add_argument('--check-content', action='store_true', help='print sample kernels and feature maps (八)')
+    add = parser.add_argument
+    add('--epochs', type=common.positive_int, default=5, help='passes over the training split')
+    add('--batch-size', type=common.positive_int, default=100, help='images per step (all workers)')
+    add('--lr', type=common.positive_float, default=0.01, help='(initial) learning rate')
+    add('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
+    add('--loss', default='ce', choices=['ce', 'mse'],
+        help='ce: 10 class scores, softmax + cross-entropy (五); mse: one output, the digit as a number (四)')
+    add('--opt', default='adam', choices=['sgd', 'momentum', 'adagrad', 'adam'], help='optimizer (六)')
+    add('--schedule', default='poly', choices=['poly', 'constant'], help='poly: --lr down to --lr/10 (九)')
+    add('--l2', type=common.non_negative_float, default=0.0, help='L2 regularisation (八); 0 = off')
+    add('--num-workers', type=common.non_negative_int, default=0, help='DataLoader processes (三)')
+    add('--shift', type=common.non_negative_int, default=0, help='move training images up to N pixels')
+    add('--check-shape', action='store_true', help='print each layer\'s parameter and output shapes (八)')
+    add('--check-content', action='store_true', help='print and draw kernels and feature maps (八)')
     common.add_run_args(parser, out='runs/cnn')
     predict.add_args(parser)
     return parser
@@ -53,9 +57,24 @@ def build_parser():
 
 # ---- 2. data (三) ---------------------------------------------------------------------------------
 
-class TrainSet(common.MNISTDataset):
+class MNISTDataset(paddle.io.Dataset):
+    """One split as a map-style dataset: dataset[i] is (image float32 [1,28,28], label int64)."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+    def __len__(self):
+        return len(self.labels)
+
+
+class TrainSet(MNISTDataset):
     """The training images; with --shift N each is moved by up to N pixels each way, a new move every
     epoch, drawn from (seed, epoch) so that a resumed run sees the very same images (set_epoch)."""
+
+    MOVES_STREAM = 1  # random numbers from [seed, epoch, 1]: apart from the epoch's order, [seed, epoch]
 
     def __init__(self, images, labels, shift=0, seed=0):
         super().__init__(images, labels)
@@ -63,12 +82,15 @@ class TrainSet(common.MNISTDataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
-        self.moves = np.random.default_rng([self.seed, epoch, 1]).integers(-self.shift, self.shift + 1, (len(self), 2))
+        rng = np.random.default_rng([self.seed, epoch, self.MOVES_STREAM])
+        self.moves = rng.integers(-self.shift, self.shift + 1, size=(len(self), 2))  # (dy, dx) each
 
     def __getitem__(self, index):
-        (image, label), s, (dy, dx) = super().__getitem__(index), self.shift, self.moves[index]
-        padded = np.pad(image, ((0, 0), (s, s), (s, s)), constant_values=-1.0) if s else image  # background is -1
-        return padded[:, s + dy:s + dy + 28, s + dx:s + dx + 28], label
+        image, label = super().__getitem__(index)
+        s, (dy, dx) = self.shift, self.moves[index]
+        if s:  # pad with background (-1), then cut the 28x28 window moved by (dy, dx)
+            image = np.pad(image, ((0, 0), (s, s), (s, s)), constant_values=-1.0)
+        return image[:, s + dy:s + dy + 28, s + dx:s + dx + 28], label
 
 
 def make_loaders(splits, cfg):
@@ -79,8 +101,8 @@ def make_loaders(splits, cfg):
     sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'], rank, world_size)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
                                         use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
-    valid_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['valid']), batch_size=500)
-    eval_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['eval']), batch_size=500)
+    valid_loader = paddle.io.DataLoader(MNISTDataset(*splits['valid']), batch_size=500)
+    eval_loader = paddle.io.DataLoader(MNISTDataset(*splits['eval']), batch_size=500)
     return train_loader, valid_loader, eval_loader
 
 
@@ -160,14 +182,17 @@ def loss_and_correct(output, labels, loss_kind):
 
 def build_optimizer(cfg, parameters):
     """(optimizer, LR scheduler or None): 六's optimizers, 八's L2 decay, 九's decaying rate."""
-    lr = cfg['lr']
+    scheduler = None
     if cfg['schedule'] == 'poly':  # from lr down to lr/10, linearly over all the run's steps
-        lr = paddle.optimizer.lr.PolynomialDecay(cfg['lr'], decay_steps=cfg['schedule_steps'], end_lr=cfg['lr'] / 10)
+        scheduler = paddle.optimizer.lr.PolynomialDecay(cfg['lr'], decay_steps=cfg['schedule_steps'],
+                                                        end_lr=cfg['lr'] / 10)
     l2 = paddle.regularizer.L2Decay(cfg['l2']) if cfg['l2'] else None
-    optimizers = {'sgd': paddle.optimizer.SGD, 'adagrad': paddle.optimizer.Adagrad, 'adam': paddle.optimizer.Adam,
+    optimizers = {'sgd': paddle.optimizer.SGD, 'adagrad': paddle.optimizer.Adagrad,
+                  'adam': paddle.optimizer.Adam,
                   'momentum': lambda **kw: paddle.optimizer.Momentum(momentum=0.9, **kw)}
-    optimizer = optimizers[cfg['opt']](learning_rate=lr, parameters=parameters, weight_decay=l2)
-    return optimizer, (lr if cfg['schedule'] == 'poly' else None)
+    optimizer = optimizers[cfg['opt']](learning_rate=scheduler or cfg['lr'], parameters=parameters,
+                                       weight_decay=l2)  # a scheduler gives each step's rate
+    return optimizer, scheduler
 
 
 # ---- 5. the training loop -------------------------------------------------------------------------------
@@ -176,46 +201,57 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
     with validation and a checkpoint after every epoch. Returns every batch's loss and each epoch's row."""
     train_loader, valid_loader, _ = loaders
-    net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model  # 七: averages the gradients
-    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # progress lines; Ctrl-C and NaN stop safely
+    sampler = train_loader.batch_sampler
+    net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model  # 七: sums the gradients
+    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # the figures; Ctrl-C handling
         for epoch in range(tracker.start_epoch, cfg['epochs']):
-            first = tracker.first_batch(epoch)  # 0, or the batch where a resumed run stopped
-            train_loader.batch_sampler.set_epoch(epoch, first)
+            first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
+            sampler.set_epoch(epoch, first)  # this epoch's order, from (seed, epoch)
             train_loader.dataset.set_epoch(epoch)  # with --shift: this epoch's moves
             net.train()
             for batch_id, (images, labels) in enumerate(train_loader, start=first):
                 output = net(images)  # forward pass (前向计算)
                 loss, correct = loss_and_correct(output, labels, cfg['loss'])
-                loss = loss * train_loader.batch_sampler.share_weight(batch_id)  # 七: 1.0 unless shares differ
+                loss = loss * sampler.share_weight(batch_id)  # 七: 1.0 unless workers' shares differ
                 loss.backward()  # backward pass: the gradient of every parameter (反向传播)
                 optimizer.step()  # update the parameters (六)
                 optimizer.clear_grad()
                 if scheduler is not None:
                     scheduler.step()  # the next step's learning rate (九)
-                loss_value, acc = tracker.step(epoch, batch_id, loss, correct, len(labels))
+                tracker.record_batch(batch_id, loss, correct, len(labels))
+                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, earlier checkpoints intact
+                tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
                 if batch_id % cfg['log_every'] == 0:
-                    tracker.log(f'epoch: {epoch}, batch: {batch_id}, loss is: {loss_value:.8f}, acc is {acc:.2f}')
+                    tracker.print_progress()
             valid = evaluate(model, valid_loader, cfg['loss'])  # 八: images it never trains on
-            position = tracker.end_epoch(epoch, valid)
-            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer, position)  # 九
+            position = tracker.end_epoch(valid)
+            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer,
+                             position)  # 九: model, optimizer and where to continue
+            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
     return tracker.record
 
 
 @paddle.no_grad()
 def evaluate(model, loader, loss_kind):
-    """八: mean loss and accuracy over a whole split (and, for the regression, the mean absolute error)."""
+    """八: mean loss and accuracy over a whole split; for the regression (mse) also the mean
+    absolute error of the predicted number."""
     model.eval()
-    total_loss, total_correct, total_abs, seen = 0.0, 0, 0.0, 0
+    total_loss, total_correct, total_abs_error, seen = 0.0, 0, 0.0, 0
     for images, labels in loader:
         output = model(images)
         loss, correct = loss_and_correct(output, labels, loss_kind)
         total_loss += float(loss) * len(labels)
         total_correct += correct
-        total_abs += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
+        if loss_kind == 'mse':
+            total_abs_error += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
         seen += len(labels)
     model.train()
-    result = {'loss': total_loss / seen, 'acc': total_correct / seen} if seen else {'loss': None, 'acc': None}
-    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' and seen else result
+    if not seen:
+        return {'loss': None, 'acc': None}
+    result = {'loss': total_loss / seen, 'acc': total_correct / seen}
+    if loss_kind == 'mse':
+        result['mae'] = total_abs_error / seen
+    return result
 
 
 def finish(model, loaders, cfg, record, device, wall_start, extra=None):
@@ -233,15 +269,19 @@ def main(argv=None):
     wall_start = time.perf_counter()
     device = common.select_device(args.device)  # 七: CPU or GPU, and the data-parallel workers
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
-    cfg = progress.new_config(args, NAME, SCRIPT, source, splits, ignore=('check_shape', 'check_content'))
+    cfg = common.new_config(args, NAME, SCRIPT, source, splits, ignore=('check_shape', 'check_content'))
     loaders = make_loaders(splits, cfg)
-    # A fresh name scope: parameter and optimizer-state names are the same in every run, so checkpoints load.
-    with checkpoints.claim(args.ckpt_dir, args.out, cfg, args.overwrite), paddle.utils.unique_name.guard():
+    check_writable(args.out, args.ckpt_dir)  # a bad path fails now, not after an epoch
+    # 九: one run at a time writes the checkpoint folder; a fresh name scope gives parameters and
+    # optimizer state the same names in every run, so checkpoints load
+    with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
+        checkpoints.move_aside_other_runs(args.ckpt_dir, cfg, interrupted_too=args.overwrite)
         paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
         optimizer, scheduler = build_optimizer(cfg, model.parameters())
         if args.check_shape or args.check_content:
-            check_layers(model, splits['train'][0][:args.batch_size], args.seed, args.check_shape, args.check_content)
+            check_layers(model, splits['train'][0][:args.batch_size], args.seed, args.check_shape,
+                         args.check_content)
         record = train(model, optimizer, scheduler, loaders, cfg)
         return finish(model, loaders, cfg, record, device, wall_start)
 

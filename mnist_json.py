@@ -12,10 +12,13 @@ import argparse
 import gzip
 import os
 
-import common
-import checkpoints
+import startup
+startup.use_project_python(needs=('numpy',))
 
 import numpy as np
+
+import common
+from safe_files import atomic_write, check_writable
 
 
 def build_parser():
@@ -45,7 +48,7 @@ def write_json_gz(path, splits):
                 f.write(','.join('[' + ','.join(texts[p] for p in row) + ']' for row in codes[name]))
                 f.write('],[' + ','.join(str(int(label)) for label in splits[name][1]) + ']]')
             f.write(']')
-    checkpoints.atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def main(argv=None):
@@ -53,7 +56,7 @@ def main(argv=None):
     splits, source = common.load_mnist_splits(args.data_dir)
     if source['kind'] != 'idx':
         common.fail(f'{source["path"]} is already a json file; pass --data-dir with the four idx files')
-    checkpoints.check_writable(os.path.dirname(os.path.abspath(args.out)))
+    check_writable(os.path.dirname(os.path.abspath(args.out)))
     write_json_gz(args.out, splits)
     print(f'wrote {args.out} ({os.path.getsize(args.out) / 1e6:.1f} MB): [train, valid, eval] = '
           f'{" / ".join(f"{len(splits[n][1]):,}" for n in common.SPLITS)} images')

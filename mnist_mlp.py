@@ -12,15 +12,18 @@ import argparse
 import os
 import time
 
-import common  # first: it sets CPU switches that must precede paddle's import
-import checkpoints
-import predict
-import progress
+import startup
+paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
 
 import numpy as np
-import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+
+import checkpoints
+import common
+import predict
+import progress
+from safe_files import check_writable
 
 NAME, SCRIPT = 'mlp', 'mnist_mlp'  # checkpoints: checkpoint/mlp_epoch{N}
 
@@ -56,14 +59,28 @@ def build_parser():
 
 # ---- 2. data (三) ---------------------------------------------------------------------------------
 
+class MNISTDataset(paddle.io.Dataset):
+    """One split as a map-style dataset: dataset[i] is (image float32 [1,28,28], label int64)."""
+
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+    def __len__(self):
+        return len(self.labels)
+
+
 def make_loaders(splits, cfg):
-    """Training batches in an order that depends on (seed, epoch) alone; validation and evaluation in order."""
-    train_set = common.MNISTDataset(*splits['train'])
+    """Training batches in an order that depends on (seed, epoch) alone; validation and evaluation
+    in file order, 500 at a time."""
+    train_set = MNISTDataset(*splits['train'])
     sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'])
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
                                         use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
-    valid_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['valid']), batch_size=500)
-    eval_loader = paddle.io.DataLoader(common.MNISTDataset(*splits['eval']), batch_size=500)
+    valid_loader = paddle.io.DataLoader(MNISTDataset(*splits['valid']), batch_size=500)
+    eval_loader = paddle.io.DataLoader(MNISTDataset(*splits['eval']), batch_size=500)
     return train_loader, valid_loader, eval_loader
 
 
@@ -113,10 +130,10 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
     with validation and a checkpoint after every epoch (scheduler: unused, SGD keeps its rate)."""
     train_loader, valid_loader, _ = loaders
-    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # progress lines; Ctrl-C and NaN stop safely
+    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # the figures; Ctrl-C handling
         for epoch in range(tracker.start_epoch, cfg['epochs']):
-            first = tracker.first_batch(epoch)  # 0, or the batch where a resumed run stopped
-            train_loader.batch_sampler.set_epoch(epoch, first)
+            first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
+            train_loader.batch_sampler.set_epoch(epoch, first)  # this epoch's order, from (seed, epoch)
             model.train()
             for batch_id, (images, labels) in enumerate(train_loader, start=first):
                 output = model(images)  # forward pass
@@ -124,30 +141,40 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
                 loss.backward()  # backward pass: the gradient of every parameter
                 optimizer.step()  # w <- w - lr * gradient
                 optimizer.clear_grad()
-                loss_value, acc = tracker.step(epoch, batch_id, loss, correct, len(labels))
+                tracker.record_batch(batch_id, loss, correct, len(labels))
+                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, earlier checkpoints intact
+                tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
                 if batch_id % cfg['log_every'] == 0:
-                    tracker.log(f'epoch: {epoch}, batch: {batch_id}, loss is: {loss_value:.8f}, acc is {acc:.2f}')
+                    tracker.print_progress()
             valid = evaluate(model, valid_loader, cfg['loss'])
-            position = tracker.end_epoch(epoch, valid)
-            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer, position)
+            position = tracker.end_epoch(valid)
+            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer,
+                             position)  # model, optimizer and where to continue (九)
+            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
     return tracker.record
 
 
 @paddle.no_grad()
 def evaluate(model, loader, loss_kind):
-    """Mean loss and accuracy over a whole split (and, for the regression, the mean absolute error)."""
+    """八: mean loss and accuracy over a whole split; for the regression (mse) also the mean
+    absolute error of the predicted number."""
     model.eval()
-    total_loss, total_correct, total_abs, seen = 0.0, 0, 0.0, 0
+    total_loss, total_correct, total_abs_error, seen = 0.0, 0, 0.0, 0
     for images, labels in loader:
         output = model(images)
         loss, correct = loss_and_correct(output, labels, loss_kind)
         total_loss += float(loss) * len(labels)
         total_correct += correct
-        total_abs += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
+        if loss_kind == 'mse':
+            total_abs_error += float(np.abs(output.numpy()[:, 0] - labels.numpy()).sum())
         seen += len(labels)
     model.train()
-    result = {'loss': total_loss / seen, 'acc': total_correct / seen} if seen else {'loss': None, 'acc': None}
-    return dict(result, mae=total_abs / seen) if loss_kind == 'mse' and seen else result
+    if not seen:
+        return {'loss': None, 'acc': None}
+    result = {'loss': total_loss / seen, 'acc': total_correct / seen}
+    if loss_kind == 'mse':
+        result['mae'] = total_abs_error / seen
+    return result
 
 
 def finish(model, loaders, cfg, record, device, wall_start, extra=None):
@@ -164,13 +191,17 @@ def main(argv=None):
         return predict.run(args, SCRIPT, build_model)
     wall_start = time.perf_counter()
     if common.rank_and_world()[1] > 1:
-        common.fail('data-parallel training (stage 七) is in mnist_cnn.py; run this script without the launcher')
+        common.fail('data-parallel training (stage 七) is in mnist_cnn.py; run this script without '
+                    'the launcher')
     device = common.select_device(args.device)
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
-    cfg = progress.new_config(args, NAME, SCRIPT, source, splits)
+    cfg = common.new_config(args, NAME, SCRIPT, source, splits)
     loaders = make_loaders(splits, cfg)
-    # A fresh name scope: parameter and optimizer-state names are the same in every run, so checkpoints load.
-    with checkpoints.claim(args.ckpt_dir, args.out, cfg, args.overwrite), paddle.utils.unique_name.guard():
+    check_writable(args.out, args.ckpt_dir)  # a bad path fails now, not after an epoch
+    # 九: one run at a time writes the checkpoint folder; a fresh name scope gives parameters and
+    # optimizer state the same names in every run, so checkpoints load
+    with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
+        checkpoints.move_aside_other_runs(args.ckpt_dir, cfg, interrupted_too=args.overwrite)
         paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
         optimizer, scheduler = build_optimizer(cfg, model.parameters())

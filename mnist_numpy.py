@@ -13,11 +13,14 @@ import math
 import os
 import time
 
-import common  # for the data loading and plots the PaddlePaddle scripts use too
-import checkpoints
-import progress
+import startup
+startup.use_project_python(needs=('numpy', 'matplotlib'))  # numpy alone: no PaddlePaddle needed
 
 import numpy as np
+
+import common  # the data loading and batch order the PaddlePaddle scripts use too
+import plots
+from safe_files import atomic_write, check_writable, write_json
 
 NAME, SCRIPT = 'numpy', 'mnist_numpy'
 
@@ -91,8 +94,8 @@ def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     wall_start = time.perf_counter()
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
-    cfg = progress.new_config(args, NAME, SCRIPT, source, splits)
-    checkpoints.check_writable(args.out)  # a bad --out fails now, not after training
+    cfg = common.new_config(args, NAME, SCRIPT, source, splits)
+    check_writable(args.out)  # a bad --out fails now, not after training
     train_x, train_y = splits['train']
     sampler = common.EpochBatchSampler(len(train_y), args.batch_size, args.seed)  # the scripts' batch order
     net = NumpyMLP(args.hidden, seed=args.seed)
@@ -124,10 +127,10 @@ def main(argv=None):
     def write_npz(tmp):
         with open(tmp, 'wb') as f:  # a file object: np.savez would append .npz to a name
             np.savez(f, **net.params)
-    checkpoints.atomic_write(os.path.join(args.out, 'model.npz'), write_npz)
+    atomic_write(os.path.join(args.out, 'model.npz'), write_npz)
     metrics = dict(record, config=cfg, eval=result, wall_s=time.perf_counter() - wall_start, device='cpu (numpy)')
-    checkpoints.write_json(os.path.join(args.out, 'metrics.json'), metrics)
-    progress.save_plots(metrics, args.out, f'MLP 784-{args.hidden}-10 (numpy)')
+    write_json(os.path.join(args.out, 'metrics.json'), metrics)
+    plots.training_plots(metrics, args.out, f'MLP 784-{args.hidden}-10 (numpy)')
     print(f'wrote {args.out}/metrics.json, plots and {args.out}/model.npz')
     return metrics
 

@@ -5,12 +5,11 @@
 """
 import os
 
-import checkpoints
-import common
-from common import fail
-
 import numpy as np
 import paddle
+
+import checkpoints
+from errors import fail
 
 
 def add_args(parser):

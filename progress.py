@@ -1,28 +1,40 @@
 """The bookkeeping around a training loop, so that the loop itself stays in view in each script.
 
     with progress.Tracker(cfg, model, optimizer, start) as tracker:
-        ...  loss.backward(); optimizer.step(); ...
-        loss_value, acc = tracker.step(epoch, batch_id, loss, correct, len(labels))
+        for epoch in range(tracker.start_epoch, cfg['epochs']):
+            first = tracker.begin_epoch(epoch)
+            for batch_id, (images, labels) in ...:
+                ...  loss.backward(); optimizer.step(); ...
+                tracker.record_batch(batch_id, loss, correct, len(labels))
+                tracker.stop_if_diverged()
+                tracker.save_and_stop_if_interrupted()
+                if batch_id % cfg['log_every'] == 0:
+                    tracker.print_progress()
+            position = tracker.end_epoch(valid)
+            checkpoints.save(..., position)
+            tracker.stop_if_interrupted()
 
-A Tracker keeps every batch's loss and each epoch's summary (metrics.json, the plots, VisualDL),
-prints the progress line with an ETA, and stops safely: a NaN or infinite loss stops at once;
-Ctrl-C (or the SIGTERM that paddle.distributed.launch sends its workers) finishes the current
-step, saves NAME_interrupted and stops; a run resumed mid-epoch starts at the batch where it
-stopped, with that epoch's partial sums. With data-parallel workers (七) every figure is the
-mean over all workers, and all of them stop at the same step.
+A Tracker keeps every batch's loss and each epoch's summary (metrics.json, the plots, VisualDL)
+and prints the progress line with an ETA. It stops safely: a NaN or infinite loss stops with one
+sentence; Ctrl-C (or the SIGTERM that paddle.distributed.launch sends its workers) finishes the
+current step, saves NAME_interrupted and stops; a run resumed mid-epoch starts at the batch where
+it stopped, with that epoch's partial sums. With data-parallel workers (七) every figure is the
+sum over all workers, gathered every log_every batches and at each epoch's end (one all_reduce
+then, not one per step), and all workers stop at the same step.
 """
-import hashlib
 import math
 import os
 import signal
 import sys
 import time
 
-import checkpoints
-import common
-
 import numpy as np
 import paddle
+
+import checkpoints
+import common
+import plots
+from safe_files import write_json
 
 
 class Interrupted(Exception):
@@ -46,7 +58,10 @@ class Tracker:
         self.start_epoch, self.start_batch = start.get('next_epoch', 0), start.get('next_batch', 0)
         self.partial = start.get('partial')
         self.world_size = common.rank_and_world()[1]
-        self.record = {'batch_losses': [], 'epochs': [], 'steps_per_epoch': self.per_epoch, 'workers': self.world_size,
+        # one process: figures are final every batch; workers gather theirs every log_every batches
+        self.gather_every = 1 if self.world_size == 1 else cfg['log_every']
+        self.record = {'batch_losses': [], 'epochs': [], 'steps_per_epoch': self.per_epoch,
+                       'workers': self.world_size,
                        'first_step': self.start_epoch * self.per_epoch + self.start_batch}
         self.stop_requested, self.handlers, self.visualdl = False, {}, None
 
@@ -63,9 +78,11 @@ class Tracker:
 
     def on_signal(self, signum, frame):
         if self.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C aborts at once (the launcher's repeated SIGTERMs do not)
+            raise KeyboardInterrupt  # a second Ctrl-C aborts at once (the launcher's SIGTERMs do not)
         if not self.stop_requested:
-            print('\ninterrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)', flush=True)
+            when = 'this step' if self.gather_every == 1 else 'the steps until the workers next agree'
+            print(f'\ninterrupt: finishing {when}, then saving a checkpoint (Ctrl-C again to abort)',
+                  flush=True)
         self.stop_requested = True
 
     def __exit__(self, kind, error, trace):
@@ -74,74 +91,109 @@ class Tracker:
         if self.visualdl is not None:
             self.visualdl.close()
         if kind is Interrupted:
-            print(f'stopped; saved {error}.pdparams/.pdopt. Continue with: python resume.py --ckpt {error}',
-                  file=sys.stderr, flush=True)
+            print(f'stopped; saved {error}.pdparams/.pdopt. Continue with: '
+                  f'python resume.py --ckpt {error}', file=sys.stderr, flush=True)
             raise SystemExit(130)
-        if self.world_size > 1 and isinstance(error, (RuntimeError, OSError)) and not isinstance(error, common.UserError):
-            common.fail(f'a data-parallel worker stopped, so this one cannot go on ({type(error).__name__}: '
-                        f'{str(error).strip().splitlines()[-1][:200]}); the first error is in the launcher\'s '
-                        f'log folder (log/workerlog.N); checkpoints saved before are intact')
+        worker_died = isinstance(error, (RuntimeError, OSError)) and not isinstance(error, common.UserError)
+        if self.world_size > 1 and worker_died:
+            common.fail(f'a data-parallel worker stopped, so this one cannot go on '
+                        f'({type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}); the '
+                        f'first error is in the launcher\'s log folder (log/workerlog.N); checkpoints '
+                        f'saved before are intact')
         return False
 
-    # ---- the loop's one-line calls -----------------------------------------------------------
-    def first_batch(self, epoch):
-        """The batch epoch starts at (0, or where a resumed run stopped) and a fresh epoch summary.
-        A stop asked for between epochs takes effect here, at the last epoch checkpoint."""
-        if epoch > self.start_epoch and all_reduce_sum([self.stop_requested])[0]:
-            raise Interrupted(os.path.join(self.cfg['ckpt_dir'], f'{self.cfg["name"]}_epoch{epoch - 1}'))
+    # ---- the loop's calls, in the order the loop makes them ----------------------------------
+    def begin_epoch(self, epoch):
+        """The batch this epoch starts at: 0, or where a resumed run stopped (with its partial sums)."""
         resumed = epoch == self.start_epoch and self.partial
+        self.epoch = epoch
         self.sums = dict(self.partial) if resumed else {'loss': 0.0, 'correct': 0, 'seen': 0, 'seconds': 0.0}
         self.first = self.start_batch if epoch == self.start_epoch else 0
+        self.pending, self.gathered = [], []  # this worker's batches not yet summed; the last summed
         self.epoch_start = time.perf_counter()
         return self.first
 
-    def step(self, epoch, batch_id, loss, correct, count):
-        """After optimizer.step(): (loss, accuracy) of the whole batch, all workers together. Keeps
-        them for metrics.json; stops on a NaN/inf loss; on Ctrl-C saves a checkpoint and stops."""
-        loss_sum, correct, count, stop = all_reduce_sum([float(loss), correct, count, self.stop_requested])
-        value = loss_sum / self.world_size  # each worker's loss is weighted by its share (EpochBatchSampler)
-        if not math.isfinite(value):
-            common.fail(f'the loss became {value} at epoch {epoch}, batch {batch_id}: training diverged. Use a '
-                        f'smaller learning rate (now --lr {self.cfg["lr"]}); the checkpoints saved before this '
-                        f'batch in {self.cfg["ckpt_dir"]} are intact')
-        self.record['batch_losses'].append(value)
-        self.sums['loss'] += value * count
-        self.sums['correct'] += int(correct)
-        self.sums['seen'] += int(count)
-        global_step = epoch * self.per_epoch + batch_id
-        if self.visualdl is not None:
-            self.visualdl.add_scalar('train/loss', value, global_step)
-            self.visualdl.add_scalar('train/acc', correct / count, global_step)
-        if stop and batch_id + 1 < self.per_epoch:  # on an epoch's last batch: finish the epoch first
+    def record_batch(self, batch_id, loss, correct, count):
+        """Keep the batch's loss and accuracy (for the progress line, metrics.json, the plots). With
+        workers (七), every worker's figures are summed every log_every batches and at the epoch's
+        end: one all_reduce for all those batches, and the Ctrl-C flag with them."""
+        self.batch_id = batch_id
+        self.pending.append((float(loss), correct, count))
+        self.gathered = []
+        due = (batch_id + 1 - self.first) % self.gather_every == 0 or batch_id + 1 == self.per_epoch
+        if not due:
+            return
+        summed = all_reduce_sum([x for row in self.pending for x in row] + [self.stop_requested])
+        self.stop_requested = bool(summed.pop())
+        self.gathered = [summed[i:i + 3] for i in range(0, len(summed), 3)]
+        self.first_gathered = batch_id + 1 - len(self.pending)
+        self.pending = []
+        for i, (loss_sum, right, seen) in enumerate(self.gathered):
+            value = loss_sum / self.world_size  # each worker's loss is weighted by its share of the batch
+            self.record['batch_losses'].append(value)
+            self.sums['loss'] += value * seen
+            self.sums['correct'] += int(right)
+            self.sums['seen'] += int(seen)
+            if self.visualdl is not None and math.isfinite(value):
+                step = self.epoch * self.per_epoch + self.first_gathered + i
+                self.visualdl.add_scalar('train/loss', value, step)
+                self.visualdl.add_scalar('train/acc', right / seen, step)
+
+    def stop_if_diverged(self):
+        """A NaN or infinite loss: stop with one sentence; the checkpoints saved before are intact.
+        (Every worker sees the same sums, so all of them stop here.)"""
+        for i, (loss_sum, _, _) in enumerate(self.gathered):
+            if not math.isfinite(loss_sum):
+                common.fail(f'the loss became {loss_sum / self.world_size} at epoch {self.epoch}, batch '
+                            f'{self.first_gathered + i}: training diverged. Use a smaller learning '
+                            f'rate (now --lr {self.cfg["lr"]}); the checkpoints saved before this batch '
+                            f'in {self.cfg["ckpt_dir"]} are intact')
+
+    def save_and_stop_if_interrupted(self):
+        """After Ctrl-C: save NAME_interrupted (weights, optimizer, where to continue) and stop. On
+        the epoch's last batch the epoch is finished first, and its own checkpoint is the one."""
+        if self.stop_requested and self.gathered and self.batch_id + 1 < self.per_epoch:
             self.sums['seconds'] += time.perf_counter() - self.epoch_start
             prefix = os.path.join(self.cfg['ckpt_dir'], f'{self.cfg["name"]}_interrupted')
-            checkpoints.save(prefix, self.model, self.optimizer, self.position(epoch, epoch, batch_id + 1, self.sums))
+            position = self.position(self.epoch, self.epoch, self.batch_id + 1, self.sums)
+            checkpoints.save(prefix, self.model, self.optimizer, position)
             raise Interrupted(prefix)
-        self.stop_requested = self.stop_requested or bool(stop)
-        self.batch_id = batch_id
-        return value, correct / count
 
-    def log(self, text):
-        """The progress line, with the time spent in this epoch and an estimate of what remains."""
+    def print_progress(self):
+        """The tutorial's progress line (all workers' figures), with the time spent in this epoch
+        and an estimate of what remains of it."""
+        if not self.gathered:  # workers: the figures are summed every log_every batches
+            return
+        loss_sum, right, seen = self.gathered[-1]
         elapsed = time.perf_counter() - self.epoch_start
         eta = elapsed / (self.batch_id + 1 - self.first) * (self.per_epoch - self.batch_id - 1)
-        print(f'{text} ({elapsed:.0f}s, epoch ETA {eta:.0f}s)', flush=True)
+        print(f'epoch: {self.epoch}, batch: {self.batch_id}, loss is: {loss_sum / self.world_size:.8f}, '
+              f'acc is {right / seen:.2f} ({elapsed:.0f}s, epoch ETA {eta:.0f}s)', flush=True)
 
-    def end_epoch(self, epoch, valid):
+    def end_epoch(self, valid):
         """The epoch's summary line and row; returns the position to save with its checkpoint."""
         seconds = self.sums['seconds'] + time.perf_counter() - self.epoch_start
-        row = {'epoch': epoch, 'train_loss': self.sums['loss'] / self.sums['seen'],
+        row = {'epoch': self.epoch, 'train_loss': self.sums['loss'] / self.sums['seen'],
                'train_acc': self.sums['correct'] / self.sums['seen'], 'valid_loss': valid['loss'],
-               'valid_acc': valid['acc'], 'samples_per_s': self.sums['seen'] / max(seconds, 1e-9), 'seconds': seconds}
+               'valid_acc': valid['acc'], 'samples_per_s': self.sums['seen'] / max(seconds, 1e-9),
+               'seconds': seconds}
         self.record['epochs'].append(row)
         valid_text = f'{valid["loss"]:.4f} / {valid["acc"]:.4f}' if valid['acc'] is not None else 'n/a'
-        print(f'epoch {epoch}: train loss {row["train_loss"]:.4f} acc {row["train_acc"]:.4f} | valid loss/acc '
-              f'{valid_text} | {row["samples_per_s"]:.0f} samples/s, {seconds:.1f} s', flush=True)
+        print(f'epoch {self.epoch}: train loss {row["train_loss"]:.4f} acc {row["train_acc"]:.4f} | '
+              f'valid loss/acc {valid_text} | {row["samples_per_s"]:.0f} samples/s, {seconds:.1f} s',
+              flush=True)
         if self.visualdl is not None:
             for key in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc'):
                 if row[key] is not None:
-                    self.visualdl.add_scalar(f'epoch/{key}', row[key], epoch)
-        return self.position(epoch, epoch + 1, 0, None)
+                    self.visualdl.add_scalar(f'epoch/{key}', row[key], self.epoch)
+        return self.position(self.epoch, self.epoch + 1, 0, None)
+
+    def stop_if_interrupted(self):
+        """After the epoch's checkpoint: a Ctrl-C that came during its last batch or its validation
+        stops here, and that checkpoint is the one to resume from (after the last epoch: no stop,
+        the run is done and goes on to its final evaluation)."""
+        if self.epoch + 1 < self.cfg['epochs'] and all_reduce_sum([self.stop_requested])[0]:
+            raise Interrupted(os.path.join(self.cfg['ckpt_dir'], f'{self.cfg["name"]}_epoch{self.epoch}'))
 
     def position(self, epoch, next_epoch, next_batch, partial):
         """What a checkpoint records besides the weights: the run, and where to continue."""
@@ -172,42 +224,7 @@ def finish(model, result, cfg, record, device, wall_start, title, extra=None):
     metrics = dict(extra or {}, config=cfg, eval=result, wall_s=time.perf_counter() - wall_start,
                    paddle_version=paddle.__version__, device=device, run_id=cfg.get('run_id'), **record)
     if common.rank_and_world()[0] == 0:
-        checkpoints.write_json(os.path.join(cfg['out'], 'metrics.json'), metrics)
-        plots = save_plots(metrics, cfg['out'], title)
-        print(f'wrote {cfg["out"]}/metrics.json, {", ".join(plots)} and {cfg["out"]}/model.pdparams')
+        write_json(os.path.join(cfg['out'], 'metrics.json'), metrics)
+        written = plots.training_plots(metrics, cfg['out'], title)
+        print(f'wrote {cfg["out"]}/metrics.json, {", ".join(written)} and {cfg["out"]}/model.pdparams')
     return metrics
-
-
-def new_config(args, name, script, source, splits, ignore=()):
-    """Every option of a new run, its data, and the span of its LR schedule: a checkpoint holds all
-    that resume.py needs to rebuild the run."""
-    import uuid
-    cfg = {k: v for k, v in vars(args).items() if k not in ('predict', 'model', 'overwrite') + tuple(ignore)}
-    steps_per_epoch = math.ceil(source['sizes']['train'] / args.batch_size)
-    cfg.update(name=name, script=script, run_id=uuid.uuid4().hex[:12], data=source, steps_per_epoch=steps_per_epoch,
-               schedule_steps=args.epochs * steps_per_epoch, train_fingerprint=fingerprint(*splits['train']))
-    return cfg
-
-
-def save_plots(metrics, out, title):
-    """loss.png (training loss of every batch) and acc.png (train/valid accuracy per epoch)."""
-    steps = np.arange(len(metrics['batch_losses'])) + metrics.get('first_step', 0)
-    paths = [common.plot_lines(os.path.join(out, 'loss.png'), {'train loss (per batch)': (steps, metrics['batch_losses'])},
-                        f'{title}: training loss', 'step (batch)', 'loss')]
-    rows = metrics['epochs']
-    if rows:
-        epochs = [r['epoch'] for r in rows]
-        series = {'train': (epochs, [r['train_acc'] for r in rows])}
-        if rows[0]['valid_acc'] is not None:
-            series['valid'] = (epochs, [r['valid_acc'] for r in rows])
-        paths.append(common.plot_lines(os.path.join(out, 'acc.png'), series, f'{title}: accuracy per epoch',
-                                'epoch', 'accuracy', markers=True))
-    return paths
-
-
-def fingerprint(*arrays):
-    """A short hash of the training data, so a resumed run can prove it trains on the same images."""
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]

@@ -16,11 +16,14 @@ import os
 import platform
 import time
 
-import common  # first: it sets CPU switches that must precede paddle's import
-import checkpoints
+import startup
+paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
 
 import numpy as np
-import paddle
+
+import common
+import plots
+from safe_files import atomic_write
 
 import housing
 import mnist_cnn
@@ -150,14 +153,14 @@ def figures(runs, resumes, folder):
                                  for n, label in names if runs.get(n, {}).get('epochs')}
     opt = {o: (np.arange(len(smooth(runs[f'cnn-ce-{o}']['batch_losses']))), smooth(runs[f'cnn-ce-{o}']['batch_losses']))
            for o in ('sgd', 'momentum', 'adagrad', 'adam') if 'batch_losses' in runs.get(f'cnn-ce-{o}', {})}
-    paths = [common.plot_lines(os.path.join(folder, 'optimizers.png'), opt, 'Stage 6: the CNN\'s training loss by '
+    paths = [plots.plot_lines(os.path.join(folder, 'optimizers.png'), opt, 'Stage 6: the CNN\'s training loss by '
                                'optimizer, lr 0.01 (moving average of 10 batches)', 'step (batch)', 'loss', logy=True),
-             common.plot_lines(os.path.join(folder, 'mse_vs_ce.png'), series(
+             plots.plot_lines(os.path.join(folder, 'mse_vs_ce.png'), series(
                  [('cnn-mse-sgd', 'CNN, MSE'), ('cnn-ce-sgd', 'CNN, cross-entropy'), ('mlp-mse', 'MLP, MSE'),
                   ('mlp-ce', 'MLP, cross-entropy'), ('linear-mse', 'linear, MSE'), ('linear-ce', 'linear, cross-entropy')],
                  'valid_acc'), 'Stage 5: validation accuracy, the digit regressed (MSE) or classified (cross-entropy)',
                  'epoch', 'validation accuracy', markers=True),
-             common.plot_lines(os.path.join(folder, 'l2.png'), {
+             plots.plot_lines(os.path.join(folder, 'l2.png'), {
                  f'{label}: {part}': xy for part in ('train', 'valid') for label, xy in
                  series([('cnn-ce-adam', 'no L2'), ('cnn-ce-adam-l2', 'L2 0.1')], f'{part}_acc').items()},
                  'Stage 8: the CNN with Adam, with and without L2 regularisation', 'epoch', 'accuracy', markers=True)]
@@ -169,7 +172,7 @@ def figures(runs, resumes, folder):
 
 def figure_resume(full, resumes, folder):
     """The central claim made visible: each resumed run's loss minus the uninterrupted run's, batch by batch."""
-    fig, (top, bottom) = common.pyplot().subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={'height_ratios': [2, 2]})
+    fig, (top, bottom) = plots.pyplot().subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={'height_ratios': [2, 2]})
     reference = np.asarray(full['batch_losses'])
     top.plot(np.arange(len(reference)), reference, color='black', linewidth=1, label='uninterrupted run')
     colours = {'ours': 'tab:green', 'rate restarted': 'tab:orange', 'rate restarted, reshuffled': 'tab:red'}
@@ -185,7 +188,7 @@ def figure_resume(full, resumes, folder):
     bottom.set(xlabel='step (batch)', ylabel='resumed - uninterrupted')
     bottom.legend(fontsize=8)
     fig.tight_layout()
-    return common.save_figure(fig, os.path.join(folder, 'resume.png'))
+    return plots.save_figure(fig, os.path.join(folder, 'resume.png'))
 
 
 # ---- the report ---------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ def write_report(args, runs, resumes, json_run, housing_runs, figure_paths, tota
     def write(tmp):
         with open(tmp, 'w') as f:
             f.write('\n'.join(lines) + '\n')
-    checkpoints.atomic_write(report, write)
+    atomic_write(report, write)
     return report
 
 

@@ -10,18 +10,38 @@ that wrote it (mnist_cnn.py, ...) rebuilds its model and continues with its own 
 order depends on (seed, epoch) alone, so the resumed run sees the same batches in the same order
 and its losses equal the uninterrupted run's bit for bit. (The tutorial's own resume diverged after
 the first batch: it restarted the LR schedule and reshuffled from global random state.)
+
+What resume.py needs from a training script (mnist_cnn.py, mnist_mlp.py, mnist_linear.py), named in
+the checkpoint as meta['script']; tests/test_stages.py checks every such script has them:
+
+    make_loaders(splits, cfg) -> (train_loader, valid_loader, eval_loader)
+        splits as common.load_mnist_splits returns them; the train loader's batch_sampler is a
+        common.EpochBatchSampler (set_epoch(epoch, first_batch)).
+    build_model(cfg) -> paddle.nn.Layer
+    build_optimizer(cfg, parameters) -> (optimizer, scheduler or None)
+    train(model, optimizer, scheduler, loaders, cfg, start=None) -> record
+        start: the checkpoint's json (next_epoch, next_batch, partial); record: batch_losses, epochs, ...
+    finish(model, loaders, cfg, record, device, wall_start, extra=None) -> metrics (dict)
 """
 import argparse
 import importlib
 import os
 import time
 
-import common  # first: it sets CPU switches that must precede paddle's import
-import checkpoints
-import progress
+import startup
+paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
 
 import numpy as np
-import paddle
+
+import checkpoints
+import common
+from safe_files import check_writable, load_json
+
+# The functions a training script provides for resume.py (see the docstring above).
+SCRIPT_INTERFACE = {'make_loaders': ('splits', 'cfg'), 'build_model': ('cfg',),
+                    'build_optimizer': ('cfg', 'parameters'),
+                    'train': ('model', 'optimizer', 'scheduler', 'loaders', 'cfg', 'start'),
+                    'finish': ('model', 'loaders', 'cfg', 'record', 'device', 'wall_start', 'extra')}
 
 
 def build_parser():
@@ -74,7 +94,7 @@ def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     wall_start = time.perf_counter()
     # read the reference first: a wrong --compare path should not cost a whole training run
-    reference = checkpoints.load_json(args.compare, 'metrics.json of the uninterrupted run') if args.compare else None
+    reference = load_json(args.compare, 'metrics.json of the uninterrupted run') if args.compare else None
     prefix, meta = checkpoints.find(args.ckpt)
     if 'next_epoch' not in meta:
         common.fail(f'{prefix} is a final model, not a training checkpoint; pass a checkpoint/mnist_epoch{{N}} '
@@ -90,11 +110,13 @@ def main(argv=None):
 
     # the same data: the run's own source unless --data-dir points elsewhere, checked by fingerprint
     splits, source = common.load_mnist_splits(args.data_dir or cfg['data']['path'], cfg['train_limit'])
-    if progress.fingerprint(*splits['train']) != cfg['train_fingerprint']:
+    if common.fingerprint(*splits['train']) != cfg['train_fingerprint']:
         common.fail(f'the training data at {source["path"]} differs from the data {prefix} was trained on '
                     f'({cfg["data"]["path"]}); pass --data-dir with the original data')
     loaders = script.make_loaders(splits, cfg)
-    with checkpoints.claim(cfg['ckpt_dir'], cfg['out'], cfg), paddle.utils.unique_name.guard():
+    check_writable(cfg['out'], cfg['ckpt_dir'])  # a bad path fails now, not after an epoch
+    with checkpoints.lock_folder(cfg['ckpt_dir']), paddle.utils.unique_name.guard():
+        checkpoints.move_aside_other_runs(cfg['ckpt_dir'], cfg)  # another run's, not this one's
         model = script.build_model(cfg)
         optimizer, scheduler = script.build_optimizer(cfg, model.parameters())
         checkpoints.load_model(model, prefix + '.pdparams')

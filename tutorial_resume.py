@@ -13,13 +13,16 @@ import argparse
 import os
 import time
 
-import common  # first: it sets CPU switches that must precede paddle's import
-import checkpoints
-import mnist_cnn
-import resume
+import startup
+paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
 
 import numpy as np
-import paddle
+
+import checkpoints
+import common
+import mnist_cnn
+import resume
+from safe_files import check_writable, load_json
 
 
 class GlobalShuffleSampler(common.EpochBatchSampler):
@@ -47,7 +50,7 @@ def build_parser():
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     wall_start = time.perf_counter()
-    reference = checkpoints.load_json(args.compare, 'metrics.json of the uninterrupted run')
+    reference = load_json(args.compare, 'metrics.json of the uninterrupted run')
     prefix, meta = checkpoints.find(args.ckpt)
     if meta.get('script') != 'mnist_cnn':
         common.fail(f'{prefix} is not a checkpoint of mnist_cnn.py; the tutorial\'s resume is about its CNN')
@@ -58,7 +61,9 @@ def main(argv=None):
     if not args.keep_order:
         sampler = GlobalShuffleSampler(len(splits['train'][1]), cfg['batch_size'], cfg['seed'])
         train_loader = paddle.io.DataLoader(mnist_cnn.TrainSet(*splits['train']), batch_sampler=sampler)
-    with checkpoints.claim(args.ckpt_dir, args.out, cfg, overwrite=True), paddle.utils.unique_name.guard():
+    check_writable(args.out, args.ckpt_dir)
+    with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
+        checkpoints.move_aside_other_runs(args.ckpt_dir, cfg, interrupted_too=True)
         model = mnist_cnn.build_model(cfg)
         optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule, at step 0
         checkpoints.load_model(model, prefix + '.pdparams')

@@ -72,12 +72,13 @@ def test_batches_cover_every_image_once_and_can_start_midway():
 def test_dataloader_batches_equal_plain_indexing(idx_dir):
     """The DataLoader (三) hands the model exactly the arrays numpy indexing would: same values,
     dtypes and order, so it changes no loss."""
+    import mnist_linear
     import paddle
     x, y = common.load_mnist_splits(idx_dir)[0]['train']
     sampler = common.EpochBatchSampler(len(y), 64, seed=3)
     sampler.set_epoch(1)
     expected = list(sampler)
-    loader = paddle.io.DataLoader(common.MNISTDataset(x, y), batch_sampler=sampler)
+    loader = paddle.io.DataLoader(mnist_linear.MNISTDataset(x, y), batch_sampler=sampler)
     batches = list(loader)
     assert len(batches) == len(expected) == 8
     for (images, labels), indices in zip(batches, expected):

@@ -64,7 +64,7 @@ def test_two_workers_follow_the_single_process_run(single, parallel):
 def test_only_rank_0_writes_files_and_prints_progress(parallel):
     work = parallel['dir']
     assert sorted(os.listdir(work / 'checkpoint')) == sorted(
-        ['.lock'] + [f'mnist_epoch{e}.{x}' for e in range(2) for x in ('json', 'pdparams', 'pdopt')])
+        ['.lock', '.lock-holder'] + [f'mnist_epoch{e}.{x}' for e in range(2) for x in ('json', 'pdparams', 'pdopt')])
     assert sorted(os.listdir(work / 'runs' / 'cnn')) == sorted(
         ['acc.png', 'loss.png', 'metrics.json', 'model.json', 'model.pdparams'])
     assert sorted(n for n in os.listdir(work) if not n.startswith('.')) == ['checkpoint', 'log', 'runs']  # .cache: HOME

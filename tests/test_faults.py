@@ -8,13 +8,18 @@ import subprocess
 import sys
 import time
 
-import common  # before paddle, as in the scripts
+import startup
+startup.import_paddle()  # before paddle, as in the scripts
+
 import checkpoints
+import common
 
 import numpy as np
 import paddle
 import pytest
 from conftest import ROOT, read_metrics, script_env
+from pathlib import Path
+from test_reliability import one_error
 
 # 4 epochs of 25 small batches: long enough to be killed at many different moments
 FAULT_ARGS = ['--epochs', '4', '--batch-size', '20', '--seed', '3', '--log-every', '1']
@@ -124,18 +129,45 @@ def test_latest_and_folder_pick_the_newest_checkpoint(reference):
     assert prefix.endswith('mnist_epoch3') and meta['next_epoch'] == 4
 
 
-def test_new_run_never_overwrites_another_runs_checkpoints(reference, run_script, idx_dir, tmp_path):
+def test_a_new_run_moves_the_earlier_runs_checkpoints_aside(reference, run_script, idx_dir, tmp_path):
+    """make cnn, then make cnn ARGS="--opt momentum" (the course's stage 六): the second run starts,
+    and the first run's checkpoints move, whole and still resumable, to checkpoint/previous/<run>/."""
     work = tmp_path / 'w'
     shutil.copytree(reference, work)
+    earlier = json.loads((work / 'checkpoint' / 'mnist_epoch0.json').read_text())
     before = (work / 'checkpoint' / 'mnist_epoch0.pdparams').read_bytes()
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
-    assert proc.returncode == 1
-    assert 'holds checkpoints of another run' in proc.stderr and '--overwrite' in proc.stderr
-    assert (work / 'checkpoint' / 'mnist_epoch0.pdparams').read_bytes() == before
-    # The same settings again rewrite the same bytes, so they need no --overwrite.
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS, cwd=work)
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--opt', 'momentum',
+                      '--epochs', '1', cwd=work)
     assert proc.returncode == 0, proc.stderr
-    assert (work / 'checkpoint' / 'mnist_epoch0.pdparams').read_bytes() == before
+    moved = work / 'checkpoint' / 'previous' / earlier['run_id']
+    assert f'moved to {Path("checkpoint") / "previous" / earlier["run_id"]}' in proc.stdout
+    assert (moved / 'mnist_epoch0.pdparams').read_bytes() == before
+    assert checkpoints.find(str(moved))[0].endswith('mnist_epoch3')  # all four epochs, complete
+    now = json.loads((work / 'checkpoint' / 'mnist_epoch0.json').read_text())
+    assert now['run_id'] != earlier['run_id'] and now['config']['opt'] == 'momentum'
+    assert not (work / 'checkpoint' / 'mnist_epoch3.json').exists()  # nothing of the earlier run mixed in
+    # resume.py --ckpt checkpoint/mnist_epoch0 now continues the newest run
+    proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--epochs', '2', cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert f'(run {now["run_id"]})' in proc.stdout
+
+
+def test_an_interrupted_run_is_never_moved_aside_silently(reference, run_script, idx_dir, tmp_path):
+    work = tmp_path / 'w'
+    shutil.copytree(reference, work)
+    for ext in ('json', 'pdparams', 'pdopt'):  # the newest checkpoint of that run is an interrupted one
+        shutil.copy(work / 'checkpoint' / f'mnist_epoch3.{ext}', work / 'checkpoint' / f'mnist_interrupted.{ext}')
+    meta = json.loads((work / 'checkpoint' / 'mnist_interrupted.json').read_text())
+    meta['global_step'] += 1
+    (work / 'checkpoint' / 'mnist_interrupted.json').write_text(json.dumps(meta))
+    listing = sorted(os.listdir(work / 'checkpoint'))
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
+    one_error(proc, 'mnist_interrupted is an interrupted run', 'python resume.py --ckpt', '--overwrite')
+    assert sorted(os.listdir(work / 'checkpoint')) == listing  # nothing moved, nothing written
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
+                      '--overwrite', cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / 'checkpoint' / 'previous' / meta['run_id'] / 'mnist_interrupted.json').exists()
 
 
 def damaged_copy(reference, tmp_path):
