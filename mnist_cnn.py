@@ -24,6 +24,7 @@ import paddle.nn.functional as F
 
 import checkpoints
 import common
+import plots
 import predict
 import progress
 from safe_files import check_writable
@@ -145,26 +146,36 @@ def build_model(cfg):
 
 
 @paddle.no_grad()
-def check_layers(model, images, seed, shapes=True, content=False):
-    """八: one batch through the layers, printing shapes and/or values (the channel shown comes from the seed)."""
+def check_layers(model, images, seed, out, shapes=True, content=False):
+    """八: one batch through the layers. shapes: print every parameter's and layer output's shape.
+    content: print a corner of one feature map per layer, and draw every kernel (kernels.png) and
+    every channel of the first image's feature maps (feature_maps.png). The channel comes from the seed."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
              ('fc', lambda t: model.fc(paddle.flatten(t, start_axis=1)))]
     if shapes:
-        print('########## parameter shapes ##########\n' + '\n'.join(f'{n}: {p.shape}' for n, p in model.named_parameters()))
+        print('########## parameter shapes ##########')
+        print('\n'.join(f'{name}: {p.shape}' for name, p in model.named_parameters()))
         print(f'########## output shape of every layer ##########\ninput: {x.shape}')
     channel = int(np.random.default_rng(seed).integers(0, 20))
+    feature_maps = {}
     for name, step in steps:
         x = step(x)
         if shapes:
             print(f'{name}: {x.shape}')
-        if content:  # a corner of one feature map, or the fc's 10 outputs
-            sample = x.numpy()[0, channel, :4, :4] if x.ndim == 4 else x.numpy()[0]
-            print(f'{name}: first image{f", channel {channel}, top-left 4x4" if x.ndim == 4 else ""}:\n'
-                  f'{np.array2string(sample, precision=4)}')
-    for name, layer in (('conv1', model.conv1), ('conv2', model.conv2)) if content else ():
-        print(f'{name} kernel [0][0]:\n{np.array2string(layer.weight.numpy()[0, 0], precision=4)}')
+        if content and x.ndim == 4:  # a corner of one feature map of the first image
+            feature_maps[name] = x.numpy()[0]
+            print(f'{name}: first image, channel {channel}, top-left 4x4:\n'
+                  f'{np.array2string(feature_maps[name][channel, :4, :4], precision=4)}')
+        elif content:  # the fc's 10 outputs
+            print(f'{name}: first image:\n{np.array2string(x.numpy()[0], precision=4)}')
+    if content:
+        conv1, conv2 = model.conv1.weight.numpy(), model.conv2.weight.numpy()
+        for name, weight in (('conv1', conv1), ('conv2', conv2)):
+            print(f'{name} kernel [0][0]:\n{np.array2string(weight[0, 0], precision=4)}')
+        plots.kernels_figure(os.path.join(out, 'kernels.png'), conv1, conv2, channel)
+        plots.feature_maps_figure(os.path.join(out, 'feature_maps.png'), images[0], feature_maps)
 
 
 # ---- 4. loss (五) and optimizer (六) ------------------------------------------------------------------
@@ -203,7 +214,8 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     train_loader, valid_loader, _ = loaders
     sampler = train_loader.batch_sampler
     net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model  # 七: sums the gradients
-    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # the figures; Ctrl-C handling
+    # the tracker keeps the figures (metrics.json, plots, VisualDL) and turns Ctrl-C into a safe stop
+    with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
             sampler.set_epoch(epoch, first)  # this epoch's order, from (seed, epoch)
@@ -255,8 +267,11 @@ def evaluate(model, loader, loss_kind):
 
 
 def finish(model, loaders, cfg, record, device, wall_start, extra=None):
-    """八: the final accuracy on the eval split, which training never touched; then save everything."""
+    """八: the final accuracy on the eval split, which training never touched, its mistakes and
+    confusion matrix (mistakes.png, confusion.png); then the model, metrics.json and the plots."""
     result = evaluate(model, loaders[2], cfg['loss'])
+    per_digit = progress.save_mistakes_and_confusion(model, loaders[2], cfg['loss'], cfg['out'])
+    extra = dict(extra or {}, eval_acc_per_digit=per_digit)
     return progress.finish(model, result, cfg, record, device, wall_start, 'CNN', extra)
 
 
@@ -280,8 +295,9 @@ def main(argv=None):
         model = build_model(cfg)
         optimizer, scheduler = build_optimizer(cfg, model.parameters())
         if args.check_shape or args.check_content:
-            check_layers(model, splits['train'][0][:args.batch_size], args.seed, args.check_shape,
-                         args.check_content)
+            check_layers(model, splits['train'][0][:args.batch_size], args.seed, args.out,
+                         args.check_shape, args.check_content)
+        progress.save_samples(loaders[0].dataset, cfg)  # 三: samples.png, what the model receives
         record = train(model, optimizer, scheduler, loaders, cfg)
         return finish(model, loaders, cfg, record, device, wall_start)
 

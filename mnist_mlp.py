@@ -130,7 +130,8 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
     with validation and a checkpoint after every epoch (scheduler: unused, SGD keeps its rate)."""
     train_loader, valid_loader, _ = loaders
-    with progress.Tracker(cfg, model, optimizer, start) as tracker:  # the figures; Ctrl-C handling
+    # the tracker keeps the figures (metrics.json, plots, VisualDL) and turns Ctrl-C into a safe stop
+    with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
             train_loader.batch_sampler.set_epoch(epoch, first)  # this epoch's order, from (seed, epoch)
@@ -178,9 +179,13 @@ def evaluate(model, loader, loss_kind):
 
 
 def finish(model, loaders, cfg, record, device, wall_start, extra=None):
-    """The final accuracy on the eval split, which training never touched; then save everything."""
+    """八: the final accuracy on the eval split, which training never touched, its mistakes and
+    confusion matrix (mistakes.png, confusion.png); then the model, metrics.json and the plots."""
     result = evaluate(model, loaders[2], cfg['loss'])
-    return progress.finish(model, result, cfg, record, device, wall_start, f'MLP {"-".join(map(str, cfg["hidden"]))} ({cfg["loss"]})', extra)
+    per_digit = progress.save_mistakes_and_confusion(model, loaders[2], cfg['loss'], cfg['out'])
+    extra = dict(extra or {}, eval_acc_per_digit=per_digit)
+    title = f'MLP {"-".join(map(str, cfg["hidden"]))} ({cfg["loss"]})'
+    return progress.finish(model, result, cfg, record, device, wall_start, title, extra)
 
 
 # ---- 6. main -----------------------------------------------------------------------------------------
@@ -205,6 +210,7 @@ def main(argv=None):
         paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
         optimizer, scheduler = build_optimizer(cfg, model.parameters())
+        progress.save_samples(loaders[0].dataset, cfg)  # 三: samples.png, what the model receives
         record = train(model, optimizer, scheduler, loaders, cfg)
         return finish(model, loaders, cfg, record, device, wall_start)
 

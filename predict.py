@@ -9,6 +9,7 @@ import numpy as np
 import paddle
 
 import checkpoints
+import plots
 from errors import fail
 
 
@@ -37,13 +38,14 @@ def load_digit_image(path):
 
 @paddle.no_grad()
 def predict_digit(model, image, loss_kind):
-    """(digit, probability or None) for one [1,1,28,28] image."""
+    """(digit, the 10 probabilities or None) for one [1,1,28,28] image; None: a regression model,
+    whose one output, rounded, is the digit."""
     model.eval()
     output = model(paddle.to_tensor(image)).numpy()[0]
     if loss_kind == 'ce':
-        probs = np.exp(output - output.max())
-        probs /= probs.sum()
-        return int(probs.argmax()), float(probs.max())
+        probabilities = np.exp(output - output.max())
+        probabilities /= probabilities.sum()  # softmax
+        return int(probabilities.argmax()), probabilities
     return int(np.clip(np.round(output[0]), 0, 9)), None
 
 
@@ -57,6 +59,8 @@ def run(args, script, build_model):
     with paddle.utils.unique_name.guard():
         model = build_model(meta['config'])
         checkpoints.load_model(model, prefix + '.pdparams')
-        digit, prob = predict_digit(model, image, meta['config']['loss'])
-    print(f'predicted digit: {digit}' + (f' (probability {prob:.4f})' if prob is not None else ' (regression output, rounded)'))
-    return digit, prob
+        digit, probabilities = predict_digit(model, image, meta['config']['loss'])
+    picture = plots.prediction_figure(os.path.join(args.out, 'predict.png'), image[0], probabilities, digit)
+    how = 'regression output, rounded' if probabilities is None else f'probability {probabilities.max():.4f}'
+    print(f'predicted digit: {digit} ({how}); the image as the model sees it: {picture}')
+    return digit, probabilities

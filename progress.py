@@ -51,9 +51,9 @@ def all_reduce_sum(values):
 
 
 class Tracker:
-    def __init__(self, cfg, model, optimizer, start=None):
+    def __init__(self, cfg, model, optimizer, start=None, train_set=None):
         start = start or {}
-        self.cfg, self.model, self.optimizer = cfg, model, optimizer
+        self.cfg, self.model, self.optimizer, self.train_set = cfg, model, optimizer, train_set
         self.per_epoch = cfg['steps_per_epoch']
         self.start_epoch, self.start_batch = start.get('next_epoch', 0), start.get('next_batch', 0)
         self.partial = start.get('partial')
@@ -183,10 +183,20 @@ class Tracker:
               f'valid loss/acc {valid_text} | {row["samples_per_s"]:.0f} samples/s, {seconds:.1f} s',
               flush=True)
         if self.visualdl is not None:
-            for key in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc'):
-                if row[key] is not None:
-                    self.visualdl.add_scalar(f'epoch/{key}', row[key], self.epoch)
+            self.log_epoch_to_visualdl(row)
         return self.position(self.epoch, self.epoch + 1, 0, None)
+
+    def log_epoch_to_visualdl(self, row):
+        """The epoch's figures, a histogram of every weight, and the epoch's first training images."""
+        for key in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc'):
+            if row[key] is not None:
+                self.visualdl.add_scalar(f'epoch/{key}', row[key], self.epoch)
+        for name, parameter in self.model.named_parameters():
+            self.visualdl.add_histogram(f'weights/{name}', parameter.numpy(), self.epoch)
+        if self.train_set is not None:
+            images, _ = first_samples(self.train_set, self.cfg['seed'], self.epoch)
+            grid = plots.grid_image(images, rows=4, cols=8)
+            self.visualdl.add_image('train/first_images', grid, self.epoch, dataformats='HW')
 
     def stop_if_interrupted(self):
         """After the epoch's checkpoint: a Ctrl-C that came during its last batch or its validation
@@ -225,6 +235,56 @@ def finish(model, result, cfg, record, device, wall_start, title, extra=None):
                    paddle_version=paddle.__version__, device=device, run_id=cfg.get('run_id'), **record)
     if common.rank_and_world()[0] == 0:
         write_json(os.path.join(cfg['out'], 'metrics.json'), metrics)
-        written = plots.training_plots(metrics, cfg['out'], title)
-        print(f'wrote {cfg["out"]}/metrics.json, {", ".join(written)} and {cfg["out"]}/model.pdparams')
+        plots.training_plots(metrics, cfg['out'], title)
+        pictures = sorted(name for name in os.listdir(cfg['out']) if name.endswith('.png'))
+        print(f'wrote {cfg["out"]}/: metrics.json, model.pdparams, {", ".join(pictures)}')
     return metrics
+
+
+# ---- pictures a learner looks at (三, 八); plots.py draws them ---------------------------------
+
+def first_samples(dataset, seed, epoch, count=32):
+    """The first `count` training images of an epoch's order, as the model receives them (after
+    normalisation and, with --shift, that epoch's move), and their labels."""
+    if hasattr(dataset, 'set_epoch'):
+        dataset.set_epoch(epoch)
+    order = common.epoch_order(len(dataset), seed, epoch)[:count]
+    images, labels = zip(*(dataset[int(i)] for i in order))
+    return np.stack(images), np.array(labels)
+
+
+def save_samples(dataset, cfg):
+    """三: samples.png, the first training images of epoch 0 with their labels. Rank 0 draws."""
+    if common.rank_and_world()[0] != 0:
+        return None
+    images, labels = first_samples(dataset, cfg['seed'], 0)
+    return plots.samples_grid(os.path.join(cfg['out'], 'samples.png'), images, labels,
+                              'the first training images of epoch 0, as the model receives them')
+
+
+@paddle.no_grad()
+def save_mistakes_and_confusion(model, loader, loss_kind, out):
+    """八: every eval image's prediction; mistakes.png (the most confident mistakes first) and
+    confusion.png (true digit against predicted, counts). For a regression model (mse) the rounded
+    output plays the class. Returns the accuracy of each digit 0-9. Rank 0 draws."""
+    model.eval()
+    images, labels, outputs = [], [], []
+    for batch_images, batch_labels in loader:
+        outputs.append(model(batch_images).numpy())
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+    model.train()
+    images, labels, output = np.concatenate(images), np.concatenate(labels), np.concatenate(outputs)
+    if loss_kind == 'ce':
+        probability = np.exp(output - output.max(axis=1, keepdims=True))
+        probability /= probability.sum(axis=1, keepdims=True)  # softmax
+        predicted, number = probability.argmax(axis=1), None
+    else:
+        number = output[:, 0]
+        predicted, probability = np.clip(np.round(number), 0, 9).astype(np.int64), None
+    matrix = plots.confusion_matrix(labels, predicted)
+    if common.rank_and_world()[0] == 0:
+        plots.mistakes_grid(os.path.join(out, 'mistakes.png'), images, labels, predicted, probability,
+                            output=number)
+        plots.confusion_figure(os.path.join(out, 'confusion.png'), matrix)
+    return plots.per_class_accuracy(matrix)
