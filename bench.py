@@ -297,9 +297,8 @@ def spawn(args, worker, options, env_changes, python=sys.executable):
 
 
 def machine():
-    cpu = platform.processor()
-    if os.path.exists('/proc/cpuinfo'):
-        cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')), cpu)
+    import startup
+    cpu = startup.cpu_model()
     versions = {}
     for package in ('paddlepaddle', 'numpy'):
         try:

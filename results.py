@@ -244,8 +244,7 @@ def resume_lines(full, resumes):
 def write_report(args, runs, resumes, json_run, housing_runs, figure_paths, total_s):
     first = next((m for m in runs.values() if 'config' in m), {'config': {'data': {'path': '?', 'sizes': {}, 'kind': '?'}}})
     data = first['config']['data']
-    cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
-               platform.processor()) if os.path.exists('/proc/cpuinfo') else platform.processor()
+    cpu = startup.cpu_model()
     lines = ['# Results', '',
              f'`make all{" FAST=1" if args.fast else ""}` (results.py), {datetime.date.today()}, {total_s / 60:.1f} minutes; '
              f'PaddlePaddle {paddle.__version__}, Python {platform.python_version()}, {cpu}, {os.cpu_count()} cores, '

@@ -37,14 +37,31 @@ def cpu_switches():
 
 
 def cpu_vendor():
-    """'AuthenticAMD', 'GenuineIntel', ... from /proc/cpuinfo on Linux; elsewhere platform.processor(),
-    which on Windows reads like 'AMD64 Family 25 Model 33 Stepping 0, AuthenticAMD'."""
-    if os.path.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
-            for line in f:
-                if line.startswith('vendor_id'):
-                    return line.split(':', 1)[1].strip()
-    return platform.processor()
+    """'AuthenticAMD', 'GenuineIntel', ... ; on Windows platform.processor() reads like
+    'AMD64 Family 25 Model 33 Stepping 0, AuthenticAMD'."""
+    return linux_cpu_info('vendor_id') or platform.processor()
+
+
+def cpu_model():
+    """The processor's name, for reports: 'AMD EPYC 9B14', 'Apple M2', ..."""
+    if sys.platform == 'darwin':
+        try:
+            return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
+                                  text=True, timeout=10).stdout.strip() or platform.processor()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return linux_cpu_info('model name') or platform.processor() or platform.machine()
+
+
+def linux_cpu_info(key):
+    """A field of /proc/cpuinfo (Linux only; None elsewhere)."""
+    if not os.path.exists('/proc/cpuinfo'):
+        return None
+    with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:
+        for line in f:
+            if line.startswith(key):
+                return line.split(':', 1)[1].strip()
+    return None
 
 
 def venv_python():
@@ -56,19 +73,33 @@ def venv_python():
     return None
 
 
+def in_project_venv():
+    """Is this Python the .venv's? (Not by the executable's path: a venv's python is a link to the
+    Python it was made from.)"""
+    venv = os.path.join(ROOT, '.venv')
+    return os.path.isdir(venv) and os.path.normcase(os.path.realpath(sys.prefix)) == \
+        os.path.normcase(os.path.realpath(venv))
+
+
+def lacks(name):
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        return True
+
+
 def in_kernel():
     return 'ipykernel' in sys.modules
 
 
 def use_project_python(needs=('paddle', 'numpy', 'matplotlib')):
     """Re-run this script with .venv's Python when this one lacks a needed package (see above)."""
-    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    missing = [name for name in needs if lacks(name)]
     if not missing:
         return
     this = f'{sys.executable} (Python {platform.python_version()})'
     project = venv_python()
-    if project and not in_kernel() and os.environ.get(RERUN_MARK) != '1' \
-            and os.path.realpath(project) != os.path.realpath(sys.executable):
+    if project and not in_kernel() and not in_project_venv() and os.environ.get(RERUN_MARK) != '1':
         print(f'note: {this} has no {missing[0]}; running this with {project}', file=sys.stderr, flush=True)
         command, env = [project] + sys.argv, dict(os.environ, **{RERUN_MARK: '1'})
         if os.name == 'posix':
@@ -84,13 +115,14 @@ def use_project_python(needs=('paddle', 'numpy', 'matplotlib')):
 def import_paddle():
     """The right Python, the CPU settings, then a quiet `import paddle`; returns the module."""
     use_project_python()
-    switches = {k: v for k, v in cpu_switches().items() if k not in os.environ}
-    if 'paddle' in sys.modules:
-        if switches:
+    if 'paddle' in sys.modules:  # too late: paddle read the environment when it was imported
+        missed = {k: v for k, v in cpu_switches().items() if os.environ.get(k) != v}
+        if missed:
             print(f'note: paddle was imported before this script, so its CPU settings '
-                  f'({", ".join(f"{k}={v}" for k, v in switches.items())}) have no effect; for the speed '
-                  f'the README reports, restart the kernel and run this first', file=sys.stderr)
+                  f'({", ".join(f"{k}={v}" for k, v in missed.items())}) have no effect; for the '
+                  f'speed the README reports, restart the kernel and run this first', file=sys.stderr)
         return sys.modules['paddle']
+    switches = {k: v for k, v in cpu_switches().items() if k not in os.environ}  # the user's win
     os.environ.update(switches)
     # paddle resets warning filters while it imports, so its warnings are caught and passed on here
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(io.StringIO()) as said:

@@ -18,8 +18,13 @@ import fixtures  # noqa: E402
 GOLDEN_ARGS = ['--epochs', '3', '--seed', '0', '--log-every', '1000']
 
 
+# Thread settings as a learner's fresh shell has them: none. A plain `import paddle` in the test
+# process sets OMP_NUM_THREADS=1 in os.environ, and the scripts would inherit it (other bits).
+THREAD_SETTINGS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_DEBUG_CPU_TYPE')
+
+
 def script_env(home):
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}
     env['HOME'] = str(home)  # PaddlePaddle's data cache (~/.cache/paddle) is empty here
     # Any download attempt fails at once (a closed local port), as on a machine without network.
     for var in ('HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'ALL_PROXY'):

@@ -66,7 +66,8 @@ def test_only_rank_0_writes_files_and_prints_progress(parallel):
     assert sorted(os.listdir(work / 'checkpoint')) == sorted(
         ['.lock', '.lock-holder'] + [f'mnist_epoch{e}.{x}' for e in range(2) for x in ('json', 'pdparams', 'pdopt')])
     assert sorted(os.listdir(work / 'runs' / 'cnn')) == sorted(
-        ['acc.png', 'loss.png', 'metrics.json', 'model.json', 'model.pdparams'])
+        ['acc.png', 'confusion.png', 'loss.png', 'metrics.json', 'mistakes.png', 'model.json', 'model.pdparams',
+         'samples.png'])
     assert sorted(n for n in os.listdir(work) if not n.startswith('.')) == ['checkpoint', 'log', 'runs']  # .cache: HOME
     rank1 = (work / 'log' / 'workerlog.1').read_text()
     assert 'epoch: 0, batch: 0' not in rank1 and 'wrote' not in rank1

@@ -5,6 +5,7 @@ import pytest
 import checkpoints
 import common
 import housing
+import housing_paddle
 
 # price = features . TRUE_W + 3, exactly linear, so a converged model recovers it
 TRUE_W = np.array([0.5, -1.0, 2.0, 0.0, 1.5, -0.5, 0.25, 1.0, -2.0, 0.75, 0.1, -0.3, 0.6])
@@ -78,9 +79,9 @@ def test_paddle_run_saves_reloads_and_predicts(housing_file, tmp_path):
     import paddle
     train, test, mins, span = housing.split_and_normalise(housing.load_housing(housing_file))
     with paddle.utils.unique_name.guard():
-        model = housing.Regressor()
+        model = housing_paddle.Regressor()
         checkpoints.load_model(model, str(out / 'LR_model.pdparams'))
-        again = housing.denormalise(housing.paddle_predict(model, test[m['example']['index']:][:1, :-1]),
+        again = housing.denormalise(housing_paddle.predict(model, test[m['example']['index']:][:1, :-1]),
                                     mins, span)
     assert float(again[0, 0]) == m['example']['prediction_k']
     # Same seed, same losses

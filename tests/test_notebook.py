@@ -65,7 +65,8 @@ def test_every_stage_script_pasted_whole_into_a_cell_trains(project):
         assert (project / 'runs' / run / 'metrics.json').is_file(), run
     cnn_cell = nb.cells[1 + SCRIPTS.index('mnist_cnn.py')]
     assert 'eval: loss' in text(cnn_cell)
-    assert sum('image/png' in o.get('data', {}) for o in cnn_cell.outputs) == 2  # loss.png, acc.png
+    # samples.png before training; mistakes.png, confusion.png, loss.png, acc.png after it
+    assert sum('image/png' in o.get('data', {}) for o in cnn_cell.outputs) == 5
 
 
 def test_train_then_resume_in_one_kernel_is_bit_identical(project):

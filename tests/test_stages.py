@@ -1,4 +1,9 @@
-"""The first MNIST stages (mnist_linear.py, mnist_mlp.py, mnist_numpy.py) on the synthetic fixture."""
+"""The first MNIST stages (mnist_linear.py, mnist_mlp.py, mnist_numpy.py) on the synthetic fixture,
+the pictures every run draws, and the interface resume.py relies on."""
+import importlib
+import inspect
+import struct
+
 import numpy as np
 import pytest
 
@@ -6,7 +11,15 @@ import common
 import mnist_linear
 import mnist_mlp
 import mnist_numpy
-from conftest import read_metrics
+import resume
+from conftest import ROOT, read_metrics
+
+
+def png_size(path):
+    """(width, height) of a PNG file, read from its header; fails if it is not a PNG."""
+    data = path.read_bytes()[:24]
+    assert data[:8] == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
+    return struct.unpack('>II', data[16:24])
 
 QUICK = ['--epochs', '3', '--log-every', '1000']
 
@@ -25,9 +38,34 @@ def test_script_end_to_end(run_script, idx_dir, tmp_path, script, args, eval_key
     m = read_metrics(out)
     assert set(m['eval']) == eval_keys
     assert len(m['epochs']) == 3 and len(m['batch_losses']) == 3 * 5
-    assert (out / 'loss.png').is_file() and (out / 'acc.png').is_file()
+    assert png_size(out / 'loss.png') == (700, 400) and png_size(out / 'acc.png') == (700, 400)
     final = 'model.npz' if script == 'mnist_numpy.py' else 'model.pdparams'
     assert (out / final).is_file()
+    if script != 'mnist_numpy.py':  # the PaddlePaddle stages draw what goes in and what comes out
+        assert png_size(out / 'samples.png') == (800, 440)
+        assert png_size(out / 'confusion.png') == (600, 600)
+        assert png_size(out / 'mistakes.png')[0] in (400, 1000)  # 400: the "no mistakes" panel
+        per_digit = m['eval_acc_per_digit']
+        assert len(per_digit) == 10 and all(a is None or 0 <= a <= 1 for a in per_digit)
+
+
+def scripts_that_write_checkpoints():
+    return sorted(p.stem for p in ROOT.glob('*.py')
+                  if 'checkpoints.save(' in p.read_text(encoding='utf-8')
+                  and p.stem not in ('checkpoints', 'progress'))
+
+
+def test_every_checkpointing_script_offers_what_resume_needs():
+    """resume.py imports the script a checkpoint names and calls these functions (its docstring)."""
+    scripts = scripts_that_write_checkpoints()
+    assert scripts == ['mnist_cnn', 'mnist_linear', 'mnist_mlp']
+    for name in scripts:
+        module = importlib.import_module(name)
+        for function, parameters in resume.SCRIPT_INTERFACE.items():
+            assert callable(getattr(module, function, None)), f'{name}.py has no {function}()'
+            found = tuple(inspect.signature(getattr(module, function)).parameters)
+            assert found == parameters, f'{name}.{function}{found}: resume.py calls it with {parameters}'
+        assert f'{function}(' in inspect.getsource(resume)
 
 
 def test_linear_prints_predictions_and_predicts_an_image(run_script, idx_dir, tmp_path):

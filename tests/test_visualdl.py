@@ -54,14 +54,17 @@ def test_the_visualdl_server_shows_the_scalars(logged_run):
                                '--port', str(port)], cwd=logged_run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f'http://127.0.0.1:{port}/app/api/scalar/list?run=vdl&tag=train/loss'
-        for _ in range(60):  # up to 30 s for the server to start
+        data = None
+        for _ in range(120):  # up to 60 s for the server to start (slow on a busy 2-core machine)
             try:
                 with urllib.request.urlopen(url, timeout=5) as reply:
                     data = json.loads(reply.read())['data']
                 if data:
                     break
             except OSError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
+        assert data, 'the VisualDL server answered no scalars within 60 s'
         assert [step for _, step, _ in data] == list(range(15))
     finally:
         server.terminate()

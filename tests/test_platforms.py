@@ -1,0 +1,190 @@
+"""Where learners are: a shell whose `python` is not the project's .venv, a Python without
+PaddlePaddle for the numpy chapters, Windows (no fcntl), AMD laptops on Windows.
+
+No Windows or macOS machine runs these tests: Windows is stood in for by a Python in which
+`import fcntl` fails (a sitecustomize.py on PYTHONPATH), which proves that no code path of ours
+needs it. On real Windows, filelock locks with msvcrt, an operating-system lock that dies with its
+process; here, without fcntl, filelock falls back to a lock file, so the "a killed run never
+blocks the next" case is not tested this way (it is tested with the real flock in
+test_reliability.py).
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import startup
+from conftest import GOLDEN_ARGS, ROOT, script_env
+
+BASE_PYTHON = getattr(sys, '_base_executable', sys.executable)  # the Python .venv was made from
+
+
+def has_package(python, name):
+    return subprocess.run([python, '-c', f'import {name}'], capture_output=True).returncode == 0
+
+
+def blocking_env(tmp_path, home, *modules):
+    """A script environment in which `import <module>` fails, as where the module does not exist."""
+    site = tmp_path / 'block'
+    site.mkdir(exist_ok=True)
+    (site / 'sitecustomize.py').write_text(
+        'import sys\n' + ''.join(f'sys.modules[{m!r}] = None\n' for m in modules))
+    env = script_env(home)
+    env['PYTHONPATH'] = str(site)
+    if 'fcntl' in modules:  # filelock's warning in this stand-in only: on Windows it locks with msvcrt
+        env['PYTHONWARNINGS'] = 'ignore:only soft file lock is available'
+    return env
+
+
+def run(python, script, *args, cwd, env):
+    return subprocess.run([python, str(script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def one_error_line(proc):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith('error: '), proc.stderr
+    return lines[0]
+
+
+# ---- a plain `python` --------------------------------------------------------------------------
+
+needs_plain_python = pytest.mark.skipif(
+    not (ROOT / '.venv').is_dir() or has_package(BASE_PYTHON, 'paddle'),
+    reason='needs ./.venv and a Python without paddle beside it (the one .venv was made from)')
+
+
+@needs_plain_python
+def test_the_cards_resume_command_works_with_a_plain_python(cnn_run, tmp_path):
+    """`python resume.py --ckpt checkpoint/mnist_epoch0` in a new shell, where `python` is not
+    .venv's: the script runs again with .venv's Python, says so in one line, and resumes exactly."""
+    shutil.copytree(cnn_run['ckpt'], tmp_path / 'checkpoint')
+    proc = run(BASE_PYTHON, ROOT / 'resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--compare',
+               cnn_run['out'] / 'metrics.json', cwd=tmp_path, env=script_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    note = proc.stderr.splitlines()[0]
+    assert note.startswith('note: ') and 'has no paddle' in note and str(ROOT / '.venv') in note
+    assert 'bit-identical' in proc.stdout
+
+
+@needs_plain_python
+def test_without_a_venv_a_plain_python_gets_one_sentence(tmp_path):
+    copy = tmp_path / 'clone'
+    copy.mkdir()
+    for path in ROOT.glob('*.py'):
+        shutil.copy(path, copy)
+    proc = run(BASE_PYTHON, copy / 'mnist_cnn.py', '--epochs', '1', cwd=tmp_path, env=script_env(tmp_path))
+    line = one_error_line(proc)
+    assert 'has no paddle' in line and 'make install' in line and 'requirements.txt' in line
+    assert BASE_PYTHON in line  # which Python it found
+
+
+# ---- the numpy chapters need numpy alone ------------------------------------------------------
+
+def test_numpy_chapters_run_without_paddle(idx_dir, tmp_path):
+    env = blocking_env(tmp_path, tmp_path, 'paddle')
+    proc = run(sys.executable, ROOT / 'mnist_numpy.py', '--data-dir', idx_dir, '--epochs', '1',
+               cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / 'runs' / 'numpy' / 'loss.png').is_file()
+    rng = np.random.default_rng(3)
+    np.savetxt(tmp_path / 'housing.data', rng.uniform(0, 10, size=(60, 14)), fmt='%.4f')
+    for method in ('gd', 'sgd'):
+        proc = run(sys.executable, ROOT / 'housing.py', '--impl', 'numpy', '--method', method, '--epochs',
+                   '5', '--data-dir', tmp_path, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    # the PaddlePaddle half says what is missing, in one sentence
+    proc = run(sys.executable, ROOT / 'housing.py', '--impl', 'paddle', '--data-dir', tmp_path,
+               cwd=tmp_path, env=env)
+    assert 'has no paddle' in one_error_line(proc)
+
+
+def test_importing_common_or_plots_does_not_import_paddle():
+    code = ('import sys; sys.path.insert(0, %r); import common, plots, safe_files, errors; '
+            'print("paddle" in sys.modules)' % str(ROOT))
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert proc.stdout.strip() == 'False', proc.stderr
+
+
+# ---- Windows: no fcntl ------------------------------------------------------------------------
+
+def test_train_resume_and_lock_without_fcntl(idx_dir, tmp_path):
+    """What a Windows laptop runs: train, resume with identical losses, and a second run into the
+    same folder refused with one sentence, in a Python where `import fcntl` fails."""
+    env = blocking_env(tmp_path, tmp_path, 'fcntl')
+    proc = run(sys.executable, ROOT / 'mnist_cnn.py', '--data-dir', idx_dir, *GOLDEN_ARGS[2:],
+               '--epochs', '2', cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run(sys.executable, ROOT / 'resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--out', 'runs/r',
+               '--compare', 'runs/cnn/metrics.json', cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and 'bit-identical' in proc.stdout, proc.stdout + proc.stderr
+    first = subprocess.Popen([sys.executable, str(ROOT / 'mnist_cnn.py'), '--data-dir', str(idx_dir),
+                              '--epochs', '40', '--batch-size', '20', '--log-every', '1', '--ckpt-dir', 'c2',
+                              '--out', 'o2'], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stdout:
+            if line.startswith('epoch: '):
+                break
+        second = run(sys.executable, ROOT / 'mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '1',
+                     '--ckpt-dir', 'c2', '--out', 'o3', cwd=tmp_path, env=env)
+        assert 'c2 is in use by another training run (pid' in one_error_line(second)
+    finally:
+        first.kill()
+        first.communicate()
+
+
+# POSIX-only calls a training run must not make without a portable twin. Allowed where a guard
+# stands beside them: startup.py reads /proc/cpuinfo only if it exists, and execs only on POSIX.
+POSIX_ONLY = re.compile(r'import fcntl|import termios|import pwd|import grp|import resource|'
+                        r'os\.fork\(|os\.setsid|os\.killpg|os\.getuid|os\.geteuid|signal\.SIG(KILL|HUP|USR|ALRM)|'
+                        r'signal\.alarm|os\.execv|/proc/|/dev/shm')
+ALLOWED = {('startup.py', "if not os.path.exists('/proc/cpuinfo'):"),
+           ('startup.py', "with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:"),
+           ('startup.py', '"""A field of /proc/cpuinfo (Linux only; None elsewhere)."""'),
+           ('startup.py', 'os.execve(project, command, env)  # becomes that Python: same process, same Ctrl-C')}
+
+
+def test_no_posix_only_call_outside_tests():
+    found = []
+    for path in sorted(list(ROOT.glob('*.py')) + list((ROOT / 'tools').glob('*.py'))):
+        for line in path.read_text(encoding='utf-8').splitlines():
+            code = line.split('  # ')[0]  # comments may name what the code avoids (/dev/shm)
+            if POSIX_ONLY.search(code) and (path.name, line.strip()) not in ALLOWED:
+                found.append(f'{path.name}: {line.strip()}')
+    assert not found, 'POSIX-only calls (give them a Windows twin or a guard):\n' + '\n'.join(found)
+
+
+def test_amd_processors_are_recognised_on_windows(monkeypatch):
+    monkeypatch.setattr(os.path, 'exists', lambda path: False)  # no /proc/cpuinfo
+    monkeypatch.setattr(startup.platform, 'processor', lambda: 'AMD64 Family 25 Model 33 Stepping 0, AuthenticAMD')
+    assert startup.cpu_switches()['MKL_DEBUG_CPU_TYPE'] == '5'
+    monkeypatch.setattr(startup.platform, 'processor', lambda: 'Intel64 Family 6 Model 140 Stepping 1, GenuineIntel')
+    assert 'MKL_DEBUG_CPU_TYPE' not in startup.cpu_switches()
+    monkeypatch.setattr(startup.platform, 'processor', lambda: 'arm')  # macOS on Apple silicon
+    assert startup.cpu_switches() == {'OMP_NUM_THREADS': str(min(2, os.cpu_count() or 1))}
+
+
+def test_a_note_when_paddle_was_imported_first(tmp_path):
+    """A notebook that ran `import paddle` before the script: one line says the CPU settings had no effect."""
+    code = ('import os, sys; os.environ.pop("OMP_NUM_THREADS", None); import paddle; '
+            'sys.path.insert(0, %r); import startup; startup.import_paddle()' % str(ROOT))
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'})
+    assert proc.returncode == 0, proc.stderr
+    assert 'note: paddle was imported before this script, so its CPU settings (OMP_NUM_THREADS=' in proc.stderr
+
+
+def test_windows_and_macos_paths_in_startup(tmp_path, monkeypatch):
+    """The .venv's Python is found where Windows puts it (Scripts\\python.exe)."""
+    (tmp_path / '.venv' / 'Scripts').mkdir(parents=True)
+    (tmp_path / '.venv' / 'Scripts' / 'python.exe').write_text('')
+    monkeypatch.setattr(startup, 'ROOT', str(tmp_path))
+    assert startup.venv_python() == str(Path(tmp_path) / '.venv' / 'Scripts' / 'python.exe')
