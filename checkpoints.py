@@ -1,4 +1,5 @@
-"""九 Checkpoints on disk, written so that a kill, a full disk or a second run never leaves a damaged one.
+"""九 Checkpoints on disk, written so that a kill, a full disk or a second run never leaves a
+damaged one.
 
 A checkpoint is NAME_epoch{N}.pdparams (the model) + .pdopt (the optimizer, with its LR schedule),
 as in the tutorial, plus NAME_epoch{N}.json: the run's settings, where to continue, and the sha256
@@ -40,8 +41,9 @@ def save(prefix, model, optimizer, meta):
     try:
         hashes = {}
         for ext, state in files.items():
-            with warnings.catch_warnings():  # plain SGD has no optimizer state: paddle warns, we still
-                warnings.filterwarnings('ignore', message='The input state dict is empty')  # want the file
+            # plain SGD has no optimizer state: paddle warns, we still want the file
+            with warnings.catch_warnings():
+                warnings.filterwarnings('ignore', message='The input state dict is empty')
                 atomic_write(f'{prefix}.{ext}', lambda tmp, state=state: paddle.save(state, tmp))
             hashes[ext] = file_digest(f'{prefix}.{ext}')
         write_json(prefix + '.json', dict(meta, format=FORMAT, files=hashes))
@@ -52,7 +54,8 @@ def save(prefix, model, optimizer, meta):
 
 
 def remove_if_incomplete(prefix):
-    """After a failed save: a prefix whose json no longer verifies is no checkpoint; remove its files."""
+    """After a failed save: a prefix whose json no longer verifies is no checkpoint; remove its
+    files."""
     try:
         read_meta(prefix)
     except UserError:
@@ -74,8 +77,8 @@ def read_meta(prefix):
     meta_path = prefix + '.json'
     if not os.path.isfile(meta_path):
         if os.path.isfile(prefix + '.pdparams'):
-            fail(f'{meta_path} is missing: {prefix}.pdparams was not written by these scripts, or its '
-                 f'writing was interrupted; resume from another checkpoint')
+            fail(f'{meta_path} is missing: {prefix}.pdparams was not written by these scripts, '
+                 f'or its writing was interrupted; resume from another checkpoint')
         fail(f'no checkpoint at {prefix} (looked for {prefix}.pdparams and {meta_path}); '
              f'pass --ckpt checkpoint/mnist_epoch0, a checkpoint folder, or latest')
     try:
@@ -86,11 +89,13 @@ def read_meta(prefix):
         fail(f'{meta_path} is not a checkpoint description written by these scripts')
     if meta.get('format') != FORMAT:
         fail(f'{prefix} was written by an older version of these scripts (checkpoint format '
-             f'{meta.get("format", 1)}, now {FORMAT}); train again to get checkpoints this version resumes')
+             f'{meta.get("format", 1)}, now {FORMAT}); train again to get checkpoints this '
+             f'version resumes')
     for ext, digest in hashes.items():
         path = f'{prefix}.{ext}'
         if not os.path.isfile(path):
-            fail(f'{path} is missing: the checkpoint {prefix} needs both its .pdparams and .pdopt files')
+            fail(f'{path} is missing: the checkpoint {prefix} needs both its .pdparams and '
+                 f'.pdopt files')
         if file_digest(path) != digest:
             fail(f'{path} is damaged or belongs to another run (its sha256 differs from the one '
                  f'recorded in {meta_path}); resume from another checkpoint')
@@ -140,11 +145,13 @@ def load_model(model, path):
         fail(f'{path} is not a parameter file (it holds a {type(state).__name__})')
     expected = {k: list(v.shape) for k, v in model.state_dict().items()}
     found = {k: [int(d) for d in v.shape] for k, v in state.items()}
-    names = lambda keys: ', '.join(keys[:6]) + (f' and {len(keys) - 6} more' if len(keys) > 6 else '')
+    def names(keys):
+        return ', '.join(keys[:6]) + (f' and {len(keys) - 6} more' if len(keys) > 6 else '')
     problems = [f'{label} {names(keys)}' for label, keys in (
         ('missing', [k for k in expected if k not in found]),
         ('unexpected', [k for k in found if k not in expected]),
-        ('wrong shape:', [f'{k} is {found[k]}, needs {v}' for k, v in expected.items() if k in found and found[k] != v]))
+        ('wrong shape:', [f'{k} is {found[k]}, needs {v}' for k, v in expected.items()
+                          if k in found and found[k] != v]))
         if keys]
     if problems:
         fail(f'{path} does not fit this model ({type(model).__name__}): {"; ".join(problems)}; '
@@ -176,19 +183,23 @@ def move_aside_other_runs(ckpt_dir, cfg, interrupted_too=False):
     for run_id, prefixes in others.items():
         newest = prefixes[-1]  # list_checkpoints sorts by training step
         if newest.endswith('_interrupted') and not interrupted_too:
-            fail(f'{newest} is an interrupted run; continue it with `python resume.py --ckpt {newest}`, '
-                 f'or pass --overwrite to move it aside and start anew')
+            fail(f'{newest} is an interrupted run; continue it with '
+                 f'`python resume.py --ckpt {newest}`, or pass --overwrite to move it aside and '
+                 f'start anew')
         target = os.path.join(ckpt_dir, 'previous', str(run_id))
         try:
             os.makedirs(target, exist_ok=True)
             for prefix in prefixes:
-                for ext in ('pdparams', 'pdopt', 'json'):  # the json last: it makes a checkpoint whole
+                # the json last: it makes a checkpoint whole
+                for ext in ('pdparams', 'pdopt', 'json'):
                     if os.path.isfile(f'{prefix}.{ext}'):
-                        os.replace(f'{prefix}.{ext}', os.path.join(target, os.path.basename(prefix) + '.' + ext))
+                        os.replace(f'{prefix}.{ext}',
+                                   os.path.join(target, os.path.basename(prefix) + '.' + ext))
         except OSError as e:
-            fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; move or delete '
-                 f'them yourself, or pass another --ckpt-dir')
-        print(f'note: {ckpt_dir} held {len(prefixes)} checkpoint(s) of an earlier run; moved to {target}')
+            fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; '
+                 f'move or delete them yourself, or pass another --ckpt-dir')
+        print(f'note: {ckpt_dir} held {len(prefixes)} checkpoint(s) of an earlier run; '
+              f'moved to {target}')
 
 
 @contextlib.contextmanager
@@ -200,17 +211,20 @@ def lock_folder(folder):
     if common.rank_and_world()[0] != 0:
         yield
         return
-    lock, holder = FileLock(os.path.join(folder, '.lock'), timeout=0), os.path.join(folder, '.lock-holder')
+    lock, holder = (FileLock(os.path.join(folder, '.lock'), timeout=0),
+                    os.path.join(folder, '.lock-holder'))
     try:
         lock.acquire()
     except Timeout:
-        fail(f'{folder} is in use by another training run ({read_text(holder) or "another process"}); '
+        fail(f'{folder} is in use by another training run '
+             f'({read_text(holder) or "another process"}); '
              f'wait for it to finish, or pass another --ckpt-dir')
     except OSError as e:
         write_error(os.path.join(folder, '.lock'), e)
     try:
         try:
-            with open(holder, 'w') as f:  # only for the sentence above, so a full disk is no matter
+            # only for the sentence above, so a full disk is no matter
+            with open(holder, 'w') as f:
                 f.write(f'pid {os.getpid()}')
         except OSError:
             pass

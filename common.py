@@ -10,13 +10,12 @@ import json
 import math
 import os
 import sys
-import urllib.request
 import uuid
 
 import numpy as np
 
+import downloads
 from errors import UserError, fail, run_main  # noqa: F401 (the scripts use them as common.*)
-from safe_files import atomic_write
 
 # ---- command line -----------------------------------------------------------------------------
 
@@ -26,10 +25,12 @@ def number(kind, low, strict):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f'expected a {"whole number" if kind is int else "number"}, got {text!r}')
+            what = 'whole number' if kind is int else 'number'
+            raise argparse.ArgumentTypeError(f'expected a {what}, got {text!r}')
         if not math.isfinite(value) or value < low or (strict and value == low):
-            raise argparse.ArgumentTypeError(f'must be {"a finite number " if kind is float else ""}'
-                                             f'{"greater than" if strict else ">="} {low}, got {text}')
+            finite = 'a finite number ' if kind is float else ''
+            relation = 'greater than' if strict else '>='
+            raise argparse.ArgumentTypeError(f'must be {finite}{relation} {low}, got {text}')
         return value
     return parse
 
@@ -40,27 +41,43 @@ positive_float, non_negative_float = number(float, 0, True), number(float, 0, Fa
 
 def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
     """Flags every training script has: where data comes from, where results go, how it reports."""
-    parser.add_argument('--data-dir', help='folder with the four MNIST idx files or mnist.json.gz, or that file '
-                                           '(default: ./work/, else PaddlePaddle\'s cache, downloading there)')
-    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='auto: the GPU if there is one')
-    parser.add_argument('--out', default=out, help='run folder: metrics.json, plots, the final model')
+    parser.add_argument('--data-dir',
+                        help='folder with the four MNIST idx files or mnist.json.gz, or that file '
+                             '(default: ./work/, else PaddlePaddle\'s cache, downloading there)')
+    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'],
+                        help='auto: the GPU if there is one')
+    parser.add_argument('--out', default=out,
+                        help='run folder: metrics.json, plots, the final model')
     parser.add_argument('--ckpt-dir', default=ckpt_dir, help='folder for the per-epoch checkpoints')
     if new_run:  # resume.py takes these from the checkpoint
-        parser.add_argument('--overwrite', action='store_true', help='allow replacing another run\'s checkpoints')
-        parser.add_argument('--train-limit', type=positive_int, help='train on the first N training images only')
-    parser.add_argument('--log-every', type=positive_int, default=100, help='a progress line every N batches')
-    parser.add_argument('--visualdl', metavar='DIR', help='also log loss and accuracy for VisualDL into DIR')
+        parser.add_argument('--overwrite', action='store_true',
+                            help='allow replacing another run\'s checkpoints')
+        parser.add_argument('--train-limit', type=positive_int,
+                            help='train on the first N training images only')
+    parser.add_argument('--log-every', type=positive_int, default=100,
+                        help='a progress line every N batches')
+    parser.add_argument('--visualdl', metavar='DIR',
+                        help='also log loss and accuracy for VisualDL into DIR')
 
 
-def in_notebook():  # inside a Jupyter/IPython kernel, where sys.argv is the kernel's, not the user's
+# inside a Jupyter/IPython kernel, where sys.argv is the kernel's, not the user's
+def in_notebook():
     ipython = sys.modules.get('IPython')
     return ipython is not None and hasattr(ipython.get_ipython(), 'kernel')
 
 
 def parse_args(parser, argv=None):
-    """argparse over argv; by default the command line, or nothing inside a notebook kernel (whose own
-    flags, such as -f kernel.json, are not the script's)."""
-    return parser.parse_args(list(argv if argv is not None else [] if in_notebook() else sys.argv[1:]))
+    """argparse over argv; by default the command line. Inside a notebook kernel: nothing by
+    default (the kernel's own flags, such as -f kernel.json, are not the script's), and a bad flag
+    is one `error:` line (argparse's exit shows as a traceback there, or crashes IPython 8.18)."""
+    if not in_notebook():
+        return parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    parser.prog = 'main()'
+
+    def error(message):
+        fail(f'{message}; see main([\'--help\'])')
+    parser.error = error
+    return parser.parse_args([] if argv is None else list(argv))
 
 
 # ---- 三 data: MNIST from the four idx files or the tutorial's mnist.json.gz --------------------
@@ -69,9 +86,12 @@ IDX_FILES = {'train_images': 'train-images-idx3-ubyte', 'train_labels': 'train-l
              'test_images': 't10k-images-idx3-ubyte', 'test_labels': 't10k-labels-idx1-ubyte'}
 # The canonical files and md5 sums, as PaddlePaddle's own paddle.vision.datasets.MNIST uses them.
 MNIST_URL = 'https://dataset.bj.bcebos.com/mnist/'
-MNIST_MD5 = {'train_images': 'f68b3c2dcbeaaa9fbdd348bbdeb94873', 'train_labels': 'd53e105ee54ea40749a09fcbcd1e9432',
-             'test_images': '9fb629c4189551a2d022fa330f9573f3', 'test_labels': 'ec29112dd5afa0611ce80d1b7f02629c'}
-IDX_MAGIC, SPLITS = {2049: 1, 2051: 3}, ('train', 'valid', 'eval')  # idx magic: labels 1 dimension, images 3
+MNIST_MD5 = {'train_images': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
+             'train_labels': 'd53e105ee54ea40749a09fcbcd1e9432',
+             'test_images': '9fb629c4189551a2d022fa330f9573f3',
+             'test_labels': 'ec29112dd5afa0611ce80d1b7f02629c'}
+# idx magic: labels 1 dimension, images 3
+IDX_MAGIC, SPLITS = {2049: 1, 2051: 3}, ('train', 'valid', 'eval')
 
 
 def read_bytes(path):
@@ -89,12 +109,13 @@ def read_idx(path):
     raw = read_bytes(path)
     magic = int.from_bytes(raw[0:4], 'big') if len(raw) >= 8 else None
     if magic not in IDX_MAGIC:
-        fail(f'{path} is not an MNIST idx file (magic number {magic}, expected 2049 for labels or 2051 for images)')
+        fail(f'{path} is not an MNIST idx file (magic number {magic}, expected 2049 for labels '
+             f'or 2051 for images)')
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], 'big') for i in range(IDX_MAGIC[magic]))
     header = 4 + 4 * len(shape)
     if len(raw) != header + int(np.prod(shape)):
-        fail(f'{path} is truncated or padded: its header promises {header + int(np.prod(shape))} bytes, '
-             f'it has {len(raw)}; download it again')
+        fail(f'{path} is truncated or padded: its header promises {header + int(np.prod(shape))} '
+             f'bytes, it has {len(raw)}; download it again')
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -105,7 +126,8 @@ def find_idx_file(folder, key):
 
 def normalise_images(images_uint8):
     """uint8 [N,28,28] -> float32 [N,1,28,28] in [-1, 1], background -1 (as the tutorial's data)."""
-    return images_uint8.astype(np.float32).reshape(-1, 1, 28, 28) / np.float32(127.5) - np.float32(1.0)
+    images = images_uint8.astype(np.float32).reshape(-1, 1, 28, 28)
+    return images / np.float32(127.5) - np.float32(1.0)
 
 
 def load_idx_folder(folder):
@@ -113,32 +135,40 @@ def load_idx_folder(folder):
     validate (a smaller file: its last sixth validates); the 10,000 test images evaluate."""
     files = {k: find_idx_file(folder, k) for k in IDX_FILES}
     if None in files.values():
-        fail(f'{folder} lacks the MNIST file(s) {", ".join(IDX_FILES[k] + "[.gz]" for k, p in files.items() if not p)}; '
+        missing = ', '.join(IDX_FILES[k] + '[.gz]' for k, p in files.items() if not p)
+        fail(f'{folder} lacks the MNIST file(s) {missing}; '
              f'pass --data-dir with a folder holding all four idx files, or a mnist.json.gz')
     arrays = {k: read_idx(path) for k, path in files.items()}
     for part in ('train', 'test'):
         images, labels = arrays[part + '_images'], arrays[part + '_labels']
         if images.ndim != 3 or images.shape[1:] != (28, 28):
-            fail(f'{files[part + "_images"]} holds images of shape {images.shape[1:]}, expected 28x28')
+            fail(f'{files[part + "_images"]} holds images of shape {images.shape[1:]}, '
+                 f'expected 28x28')
         if len(images) != len(labels):
-            fail(f'{folder}: the {part} images file has {len(images)} images but the labels file has '
-                 f'{len(labels)} labels; one of them is from another data set')
+            fail(f'{folder}: the {part} images file has {len(images)} images but the labels file '
+                 f'has {len(labels)} labels; one of them is from another data set')
         if len(labels) and labels.max() > 9:
             fail(f'{files[part + "_labels"]} has a label {labels.max()}; MNIST labels are 0-9')
-    images, labels = normalise_images(arrays['train_images']), arrays['train_labels'].astype(np.int64)
+    images, labels = (normalise_images(arrays['train_images']),
+                      arrays['train_labels'].astype(np.int64))
     n_train = len(labels) - len(labels) // 6
-    return {'train': (images[:n_train], labels[:n_train]), 'valid': (images[n_train:], labels[n_train:]),
-            'eval': (normalise_images(arrays['test_images']), arrays['test_labels'].astype(np.int64))}
+    return {'train': (images[:n_train], labels[:n_train]),
+            'valid': (images[n_train:], labels[n_train:]),
+            'eval': (normalise_images(arrays['test_images']),
+                     arrays['test_labels'].astype(np.int64))}
 
 
 def load_json_gz(path):
-    """The tutorial's mnist.json.gz: [train, valid, eval], each [images (784 floats each), labels]."""
+    """The tutorial's mnist.json.gz: [train, valid, eval], each [images (784 floats each),
+    labels]."""
     try:
         data = json.loads(read_bytes(path))
     except (ValueError, UnicodeDecodeError) as e:
         fail(f'{path} is not valid JSON ({e}); download mnist.json.gz again')
-    if not (isinstance(data, list) and len(data) == 3 and all(isinstance(p, list) and len(p) == 2 for p in data)):
-        fail(f'{path} does not have the tutorial\'s layout [train, valid, eval], each [images, labels]')
+    if not (isinstance(data, list) and len(data) == 3
+            and all(isinstance(p, list) and len(p) == 2 for p in data)):
+        fail(f'{path} does not have the tutorial\'s layout [train, valid, eval], '
+             f'each [images, labels]')
     splits = {}
     for name, (images, labels) in zip(SPLITS, data):
         try:
@@ -146,49 +176,10 @@ def load_json_gz(path):
         except (ValueError, TypeError):
             x, y = np.zeros(0), np.zeros(0)
         if x.ndim != 2 or x.shape[1:] != (784,) or len(x) != len(y) or len(x) == 0:
-            fail(f'{path}: the {name} part has images of shape {x.shape} and {len(y)} labels; expected '
-                 f'[N, 784] images and N labels (numbers only)')
+            fail(f'{path}: the {name} part has images of shape {x.shape} and {len(y)} labels; '
+                 f'expected [N, 784] images and N labels (numbers only)')
         splits[name] = (x.reshape(-1, 1, 28, 28), y)
     return splits
-
-
-def data_cache(module):
-    """PaddlePaddle's data cache, where its own datasets keep their downloads."""
-    return os.path.join(os.path.expanduser('~'), '.cache', 'paddle', 'dataset', module)
-
-
-def md5_of(path):
-    h = hashlib.md5()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def save_stream(stream, path):
-    with open(path, 'wb') as f:
-        for chunk in iter(lambda: stream.read(1 << 20), b''):
-            f.write(chunk)
-
-
-def download(url, module, md5, hint):
-    """url into data_cache(module), as paddle's own downloader does: a cached file whose md5
-    matches is used; else it downloads (3 tries) and checks the md5."""
-    path = os.path.join(data_cache(module), url.split('/')[-1])
-    error = None
-    for _ in range(3):
-        if os.path.isfile(path) and md5_of(path) == md5:
-            return path
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                atomic_write(path, lambda tmp: save_stream(response, tmp))
-            error = f'its md5 is {md5_of(path)}, not the expected {md5}'
-        except OSError as e:  # no network (urllib's URLError is an OSError)
-            error = str(getattr(e, 'reason', e))
-    if os.path.isfile(path) and md5_of(path) != md5:
-        hint = (f'The cached {path} has md5 {md5_of(path)}, not the expected {md5}: it is damaged '
-                f'or another file; delete it, or pass --data-dir')
-    fail(f'the download of {url} failed ({error}). {hint}')
 
 
 def resolve_data_source(data_dir=None):
@@ -197,18 +188,19 @@ def resolve_data_source(data_dir=None):
     if data_dir and os.path.isfile(data_dir):
         return 'json', data_dir
     if data_dir and not os.path.isdir(data_dir):
-        fail(f'--data-dir {data_dir} does not exist; pass a folder holding the four MNIST idx files or a mnist.json.gz')
+        fail(f'--data-dir {data_dir} does not exist; pass a folder holding the four MNIST idx '
+             f'files or a mnist.json.gz')
     for folder in [data_dir] if data_dir else ['work']:
         json_path = os.path.join(folder, 'mnist.json.gz')
         if os.path.isfile(json_path) and find_idx_file(folder, 'train_images') is None:
             return 'json', json_path
         if data_dir or find_idx_file(folder, 'train_images'):
             return 'idx', folder
-    cache = data_cache('mnist')
+    cache = downloads.data_cache('mnist')
     hint = (f'Looked for ./work/mnist.json.gz and the idx files in {cache}; on a machine without '
             f'network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
     for key, name in IDX_FILES.items():
-        download(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
+        downloads.fetch(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
     return 'idx', cache
 
 
@@ -220,11 +212,13 @@ def load_mnist_splits(data_dir=None, train_limit=None):
     if len(splits['train'][1]) == 0:
         fail(f'{path} holds no training images')
     if train_limit and train_limit > len(splits['train'][1]):
-        print(f'note: --train-limit {train_limit} is more than the {len(splits["train"][1]):,} training images; using all of them')
+        print(f'note: --train-limit {train_limit} is more than the '
+              f'{len(splits["train"][1]):,} training images; using all of them')
     elif train_limit:
         splits['train'] = tuple(a[:train_limit] for a in splits['train'])
     sizes = {name: int(len(splits[name][1])) for name in SPLITS}
-    print(f'data: {kind} from {path}: train {sizes["train"]:,} / valid {sizes["valid"]:,} / eval {sizes["eval"]:,} images')
+    print(f'data: {kind} from {path}: train {sizes["train"]:,} / valid {sizes["valid"]:,} / '
+          f'eval {sizes["eval"]:,} images')
     return splits, {'kind': kind, 'path': os.path.abspath(path), 'sizes': sizes}
 
 
@@ -241,19 +235,23 @@ class EpochBatchSampler:
     paddle.io.DataLoader(dataset, batch_sampler=...) takes any such iterable of index lists."""
 
     def __init__(self, n, batch_size, seed, rank=0, world_size=1):
-        self.n, self.batch_size, self.seed, self.rank, self.world_size = n, batch_size, seed, rank, world_size
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size = rank, world_size
         self.batches, self.epoch, self.start = math.ceil(n / batch_size), 0, 0
         smallest = min(batch_size, n - (self.batches - 1) * batch_size)
         if smallest < world_size:
-            fail(f'a batch of {smallest} image(s) cannot be shared by {world_size} workers; choose a '
-                 f'--batch-size (or --train-limit) whose every batch has at least {world_size} images')
+            fail(f'a batch of {smallest} image(s) cannot be shared by {world_size} workers; '
+                 f'choose a --batch-size (or --train-limit) whose every batch has at least '
+                 f'{world_size} images')
 
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
-    def share_weight(self, b):  # this worker's share of global batch b relative to an equal one (1.0: even)
+    # this worker's share of global batch b relative to an equal one (1.0: even)
+    def share_weight(self, b):
         size = len(range(self.n)[b * self.batch_size:(b + 1) * self.batch_size])
-        return len(np.array_split(np.arange(size), self.world_size)[self.rank]) * self.world_size / size
+        mine = len(np.array_split(np.arange(size), self.world_size)[self.rank])
+        return mine * self.world_size / size
 
     def __iter__(self):
         order = epoch_order(self.n, self.seed, self.epoch)
@@ -278,25 +276,30 @@ def check_finite(loss, epoch, lr):
 def new_config(args, name, script, source, splits, ignore=()):
     """Every option of a new run, its data, and the span of its LR schedule: a checkpoint holds all
     that resume.py needs to rebuild the run."""
-    cfg = {k: v for k, v in vars(args).items() if k not in ('predict', 'model', 'overwrite') + tuple(ignore)}
+    cfg = {k: v for k, v in vars(args).items()
+           if k not in ('predict', 'model', 'overwrite') + tuple(ignore)}
     steps_per_epoch = math.ceil(source['sizes']['train'] / args.batch_size)
-    cfg.update(name=name, script=script, run_id=uuid.uuid4().hex[:12], data=source, steps_per_epoch=steps_per_epoch,
-               schedule_steps=args.epochs * steps_per_epoch, train_fingerprint=fingerprint(*splits['train']))
+    cfg.update(name=name, script=script, run_id=uuid.uuid4().hex[:12], data=source,
+               steps_per_epoch=steps_per_epoch, schedule_steps=args.epochs * steps_per_epoch,
+               train_fingerprint=fingerprint(*splits['train']))
     return cfg
 
 
 def fingerprint(*arrays):
-    """A short hash of the training data, so a resumed run can prove it trains on the same images."""
+    """A short hash of the training data, so a resumed run can prove it trains on the same
+    images."""
     h = hashlib.sha1()
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
 
-# ---- 七 device, data-parallel workers, seeding ----------------------------------------------------
+# ---- 七 device, data-parallel workers, seeding ---------------------------------------------------
 
-def rank_and_world():  # (this worker's rank, number of workers): (0, 1) unless started by the launcher
-    return int(os.environ.get('PADDLE_TRAINER_ID', 0)), int(os.environ.get('PADDLE_TRAINERS_NUM', 1))
+# (this worker's rank, number of workers): (0, 1) unless started by the launcher
+def rank_and_world():
+    return (int(os.environ.get('PADDLE_TRAINER_ID', 0)),
+            int(os.environ.get('PADDLE_TRAINERS_NUM', 1)))
 
 
 def select_device(name='auto'):
@@ -310,11 +313,13 @@ def select_device(name='auto'):
     (rank, world_size), device = rank_and_world(), 'cpu'
     if name in ('gpu', 'auto') and has_gpu:
         device = f'gpu:{paddle.distributed.ParallelEnv().device_id if world_size > 1 else 0}'
-        paddle.set_flags({'FLAGS_cudnn_deterministic': True})  # same seed -> same losses on a GPU too
+        # same seed -> same losses on a GPU too
+        paddle.set_flags({'FLAGS_cudnn_deterministic': True})
     paddle.set_device(device)
     if world_size > 1 and not paddle.distributed.is_initialized():
         paddle.distributed.init_parallel_env()  # gloo between CPU workers, NCCL between GPUs
     if rank > 0:
-        sys.stdout = open(os.devnull, 'w')  # progress and results come from rank 0; errors still show
+        # progress and results come from rank 0; errors still show
+        sys.stdout = open(os.devnull, 'w')
     print(f'device: {device}' + (f', {world_size} data-parallel workers' if world_size > 1 else ''))
     return device

@@ -23,6 +23,7 @@ startup.use_project_python(needs=('numpy', 'matplotlib'))  # PaddlePaddle only f
 import numpy as np
 
 import common
+import downloads
 import plots
 from safe_files import check_writable, write_json
 
@@ -66,7 +67,7 @@ def find_housing(data_dir):
         return path
     if os.path.isfile(os.path.join('work', 'housing.data')):  # AI Studio's layout
         return os.path.join('work', 'housing.data')
-    return common.download(HOUSING_URL, 'uci_housing', HOUSING_MD5, 'Looked for ./work/housing.data and in '
+    return downloads.fetch(HOUSING_URL, 'uci_housing', HOUSING_MD5, 'Looked for ./work/housing.data and in '
                            'PaddlePaddle\'s cache; on a machine without network pass --data-dir with its folder')
 
 

@@ -3,7 +3,8 @@
     picture                 stage   what it shows
     plot_lines              八      loss and accuracy curves, one line per series
     training_plots          八      loss.png and acc.png of a training run (plot_lines)
-    samples_grid            三      the first 32 images as the model receives them, with their labels
+    samples_grid            三      the first 32 images as the model receives them, with their
+                                    labels
     prediction_figure       五      one image beside its 10 softmax probabilities (or its digit)
     confusion_figure        八      a 10x10 table: true digit (rows) against predicted one (columns)
     mistakes_grid           八      the misclassified images, most confident mistakes first
@@ -25,7 +26,7 @@ from safe_files import atomic_write
 DPI = 100  # figsize in inches x 100 = the PNG's size in pixels
 
 
-# ---- matplotlib, files, lines (八) ----------------------------------------------------------------
+# ---- matplotlib, files, lines (八) ---------------------------------------------------------------
 
 def pyplot():
     import matplotlib
@@ -57,7 +58,7 @@ def plot_lines(path, series, title, xlabel, ylabel, markers=False, logy=False):
     return save_figure(fig, path)
 
 
-# ---- images as the model receives them (三) -------------------------------------------------------
+# ---- images as the model receives them (三) ------------------------------------------------------
 
 def as_2d(images):
     """[N,1,H,W] or [N,H,W] -> [N,H,W]."""
@@ -100,7 +101,7 @@ def samples_grid(path, images, labels, title, rows=4, cols=8):
     return save_figure(fig, path)
 
 
-# ---- one prediction (五) --------------------------------------------------------------------------
+# ---- one prediction (五) -------------------------------------------------------------------------
 
 def prediction_figure(path, image, probabilities, digit):
     """The image as the model sees it, beside a bar of each digit's probability with the predicted
@@ -123,7 +124,7 @@ def prediction_figure(path, image, probabilities, digit):
     return save_figure(fig, path)
 
 
-# ---- evaluation: confusion and mistakes (八) ------------------------------------------------------
+# ---- evaluation: confusion and mistakes (八) -----------------------------------------------------
 
 def confusion_matrix(labels, predicted, classes=10):
     """int64 [classes, classes]: matrix[t, p] = how many images of digit t were predicted as p."""
@@ -211,7 +212,7 @@ def no_mistakes(path, total):
     return []
 
 
-# ---- what the layers learned and compute (八) -----------------------------------------------------
+# ---- what the layers learned and compute (八) ----------------------------------------------------
 
 def labelled_tiles(ax, arrays, rows, cols, cmap, vmin, vmax, gap=1):
     """arrays [K,h,w] tiled rows x cols in one image on ax, each numbered in small grey digits."""
@@ -263,7 +264,7 @@ def feature_maps_figure(path, image, stages):
 def training_plots(metrics, out, title):
     """loss.png (the training loss of every batch) and acc.png (train/valid accuracy per epoch)."""
     steps = np.arange(len(metrics['batch_losses'])) + metrics.get('first_step', 0)
-    paths = [plot_lines(os.path.join(out, 'loss.png'), 
+    paths = [plot_lines(os.path.join(out, 'loss.png'),
                         {'train loss (per batch)': (steps, metrics['batch_losses'])},
                         f'{title}: training loss', 'step (batch)', 'loss')]
     rows = metrics['epochs']
@@ -272,6 +273,6 @@ def training_plots(metrics, out, title):
         series = {'train': (epochs, [r['train_acc'] for r in rows])}
         if rows[0]['valid_acc'] is not None:
             series['valid'] = (epochs, [r['valid_acc'] for r in rows])
-        paths.append(plot_lines(os.path.join(out, 'acc.png'), series, f'{title}: accuracy per epoch',
-                                'epoch', 'accuracy', markers=True))
+        paths.append(plot_lines(os.path.join(out, 'acc.png'), series,
+                                f'{title}: accuracy per epoch', 'epoch', 'accuracy', markers=True))
     return paths

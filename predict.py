@@ -15,8 +15,10 @@ from errors import fail
 
 def add_args(parser):
     parser.add_argument('--predict', metavar='IMAGE',
-                        help='classify one PNG/JPG digit with the model trained into --out, then stop')
-    parser.add_argument('--model', default=None, help='model file for --predict (default: <out>/model.pdparams)')
+                        help='classify one PNG/JPG digit with the model trained into --out, '
+                             'then stop')
+    parser.add_argument('--model', default=None,
+                        help='model file for --predict (default: <out>/model.pdparams)')
 
 
 def load_digit_image(path):
@@ -54,13 +56,16 @@ def run(args, script, build_model):
     prefix = checkpoints.checkpoint_prefix(args.model or os.path.join(args.out, 'model'))
     meta = checkpoints.read_meta(prefix)
     if meta.get('script') != script:
-        fail(f'{prefix}.pdparams was trained by {meta.get("script")}.py, not {script}.py; use that script\'s --predict')
+        fail(f'{prefix}.pdparams was trained by {meta.get("script")}.py, not {script}.py; '
+             f'use that script\'s --predict')
     image = load_digit_image(args.predict)  # check the image before building anything
     with paddle.utils.unique_name.guard():
         model = build_model(meta['config'])
         checkpoints.load_model(model, prefix + '.pdparams')
         digit, probabilities = predict_digit(model, image, meta['config']['loss'])
-    picture = plots.prediction_figure(os.path.join(args.out, 'predict.png'), image[0], probabilities, digit)
-    how = 'regression output, rounded' if probabilities is None else f'probability {probabilities.max():.4f}'
+    picture = plots.prediction_figure(os.path.join(args.out, 'predict.png'), image[0],
+                                      probabilities, digit)
+    how = ('regression output, rounded' if probabilities is None
+           else f'probability {probabilities.max():.4f}')
     print(f'predicted digit: {digit} ({how}); the image as the model sees it: {picture}')
     return digit, probabilities

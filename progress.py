@@ -78,11 +78,13 @@ class Tracker:
 
     def on_signal(self, signum, frame):
         if self.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C aborts at once (the launcher's SIGTERMs do not)
+            # a second Ctrl-C aborts at once (the launcher's SIGTERMs do not)
+            raise KeyboardInterrupt
         if not self.stop_requested:
-            when = 'this step' if self.gather_every == 1 else 'the steps until the workers next agree'
-            print(f'\ninterrupt: finishing {when}, then saving a checkpoint (Ctrl-C again to abort)',
-                  flush=True)
+            when = ('this step' if self.gather_every == 1
+                    else 'the steps until the workers next agree')
+            print(f'\ninterrupt: finishing {when}, then saving a checkpoint '
+                  f'(Ctrl-C again to abort)', flush=True)
         self.stop_requested = True
 
     def __exit__(self, kind, error, trace):
@@ -94,22 +96,26 @@ class Tracker:
             print(f'stopped; saved {error}.pdparams/.pdopt. Continue with: '
                   f'python resume.py --ckpt {error}', file=sys.stderr, flush=True)
             raise SystemExit(130)
-        worker_died = isinstance(error, (RuntimeError, OSError)) and not isinstance(error, common.UserError)
+        worker_died = (isinstance(error, (RuntimeError, OSError))
+                       and not isinstance(error, common.UserError))
         if self.world_size > 1 and worker_died:
             common.fail(f'a data-parallel worker stopped, so this one cannot go on '
-                        f'({type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}); the '
-                        f'first error is in the launcher\'s log folder (log/workerlog.N); checkpoints '
-                        f'saved before are intact')
+                        f'({type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}); '
+                        f'the first error is in the launcher\'s log folder (log/workerlog.N); '
+                        f'checkpoints saved before are intact')
         return False
 
     # ---- the loop's calls, in the order the loop makes them ----------------------------------
     def begin_epoch(self, epoch):
-        """The batch this epoch starts at: 0, or where a resumed run stopped (with its partial sums)."""
+        """The batch this epoch starts at: 0, or where a resumed run stopped (with its partial
+        sums)."""
         resumed = epoch == self.start_epoch and self.partial
         self.epoch = epoch
-        self.sums = dict(self.partial) if resumed else {'loss': 0.0, 'correct': 0, 'seen': 0, 'seconds': 0.0}
+        self.sums = (dict(self.partial) if resumed
+                     else {'loss': 0.0, 'correct': 0, 'seen': 0, 'seconds': 0.0})
         self.first = self.start_batch if epoch == self.start_epoch else 0
-        self.pending, self.gathered = [], []  # this worker's batches not yet summed; the last summed
+        # this worker's batches not yet summed; the last summed
+        self.pending, self.gathered = [], []
         self.epoch_start = time.perf_counter()
         return self.first
 
@@ -129,7 +135,8 @@ class Tracker:
         self.first_gathered = batch_id + 1 - len(self.pending)
         self.pending = []
         for i, (loss_sum, right, seen) in enumerate(self.gathered):
-            value = loss_sum / self.world_size  # each worker's loss is weighted by its share of the batch
+            # each worker's loss is weighted by its share of the batch
+            value = loss_sum / self.world_size
             self.record['batch_losses'].append(value)
             self.sums['loss'] += value * seen
             self.sums['correct'] += int(right)
@@ -144,10 +151,10 @@ class Tracker:
         (Every worker sees the same sums, so all of them stop here.)"""
         for i, (loss_sum, _, _) in enumerate(self.gathered):
             if not math.isfinite(loss_sum):
-                common.fail(f'the loss became {loss_sum / self.world_size} at epoch {self.epoch}, batch '
-                            f'{self.first_gathered + i}: training diverged. Use a smaller learning '
-                            f'rate (now --lr {self.cfg["lr"]}); the checkpoints saved before this batch '
-                            f'in {self.cfg["ckpt_dir"]} are intact')
+                common.fail(f'the loss became {loss_sum / self.world_size} at epoch {self.epoch}, '
+                            f'batch {self.first_gathered + i}: training diverged. Use a smaller '
+                            f'learning rate (now --lr {self.cfg["lr"]}); the checkpoints saved '
+                            f'before this batch in {self.cfg["ckpt_dir"]} are intact')
 
     def save_and_stop_if_interrupted(self):
         """After Ctrl-C: save NAME_interrupted (weights, optimizer, where to continue) and stop. On
@@ -167,7 +174,8 @@ class Tracker:
         loss_sum, right, seen = self.gathered[-1]
         elapsed = time.perf_counter() - self.epoch_start
         eta = elapsed / (self.batch_id + 1 - self.first) * (self.per_epoch - self.batch_id - 1)
-        print(f'epoch: {self.epoch}, batch: {self.batch_id}, loss is: {loss_sum / self.world_size:.8f}, '
+        print(f'epoch: {self.epoch}, batch: {self.batch_id}, '
+              f'loss is: {loss_sum / self.world_size:.8f}, '
               f'acc is {right / seen:.2f} ({elapsed:.0f}s, epoch ETA {eta:.0f}s)', flush=True)
 
     def end_epoch(self, valid):
@@ -178,16 +186,18 @@ class Tracker:
                'valid_acc': valid['acc'], 'samples_per_s': self.sums['seen'] / max(seconds, 1e-9),
                'seconds': seconds}
         self.record['epochs'].append(row)
-        valid_text = f'{valid["loss"]:.4f} / {valid["acc"]:.4f}' if valid['acc'] is not None else 'n/a'
-        print(f'epoch {self.epoch}: train loss {row["train_loss"]:.4f} acc {row["train_acc"]:.4f} | '
-              f'valid loss/acc {valid_text} | {row["samples_per_s"]:.0f} samples/s, {seconds:.1f} s',
-              flush=True)
+        valid_text = (f'{valid["loss"]:.4f} / {valid["acc"]:.4f}' if valid['acc'] is not None
+                      else 'n/a')
+        print(f'epoch {self.epoch}: train loss {row["train_loss"]:.4f} acc {row["train_acc"]:.4f}'
+              f' | valid loss/acc {valid_text}'
+              f' | {row["samples_per_s"]:.0f} samples/s, {seconds:.1f} s', flush=True)
         if self.visualdl is not None:
             self.log_epoch_to_visualdl(row)
         return self.position(self.epoch, self.epoch + 1, 0, None)
 
     def log_epoch_to_visualdl(self, row):
-        """The epoch's figures, a histogram of every weight, and the epoch's first training images."""
+        """The epoch's figures, a histogram of every weight, and the epoch's first training
+        images."""
         for key in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc'):
             if row[key] is not None:
                 self.visualdl.add_scalar(f'epoch/{key}', row[key], self.epoch)
@@ -203,24 +213,29 @@ class Tracker:
         stops here, and that checkpoint is the one to resume from (after the last epoch: no stop,
         the run is done and goes on to its final evaluation)."""
         if self.epoch + 1 < self.cfg['epochs'] and all_reduce_sum([self.stop_requested])[0]:
-            raise Interrupted(os.path.join(self.cfg['ckpt_dir'], f'{self.cfg["name"]}_epoch{self.epoch}'))
+            prefix = os.path.join(self.cfg['ckpt_dir'], f'{self.cfg["name"]}_epoch{self.epoch}')
+            raise Interrupted(prefix)
 
     def position(self, epoch, next_epoch, next_batch, partial):
         """What a checkpoint records besides the weights: the run, and where to continue."""
-        return {'script': self.cfg['script'], 'model': self.cfg['name'], 'run_id': self.cfg['run_id'],
+        return {'script': self.cfg['script'], 'model': self.cfg['name'],
+                'run_id': self.cfg['run_id'],
                 'epoch': epoch, 'next_epoch': next_epoch, 'next_batch': next_batch,
                 'global_step': next_epoch * self.per_epoch + next_batch, 'partial': partial,
                 'config': self.cfg, 'paddle_version': paddle.__version__}
 
 
 def open_visualdl(cfg):
-    """A VisualDL writer appending to the run's own log file, so a resumed run continues its curves."""
+    """A VisualDL writer appending to the run's own log file, so a resumed run continues its
+    curves."""
     try:
         from visualdl import LogWriter
     except ImportError:
-        common.fail('--visualdl needs the VisualDL package: pip install visualdl==2.5.3 (or drop --visualdl)')
+        common.fail('--visualdl needs the VisualDL package: pip install visualdl==2.5.3 '
+                    '(or drop --visualdl)')
     name = f'vdlrecords.{cfg["name"]}-{cfg["run_id"]}.log'
-    return LogWriter(logdir=cfg['visualdl'], file_name=name, flush_secs=10)  # a killed run loses <= 10 s
+    # a killed run loses <= 10 s
+    return LogWriter(logdir=cfg['visualdl'], file_name=name, flush_secs=10)
 
 
 def finish(model, result, cfg, record, device, wall_start, title, extra=None):
@@ -230,9 +245,11 @@ def finish(model, result, cfg, record, device, wall_start, title, extra=None):
     if result['acc'] is not None:
         mae = f', mean absolute error {result["mae"]:.4f}' if 'mae' in result else ''
         print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f}{mae}')
-    checkpoints.save(os.path.join(cfg['out'], 'model'), model, None, {'script': cfg['script'], 'config': cfg})
+    checkpoints.save(os.path.join(cfg['out'], 'model'), model, None,
+                     {'script': cfg['script'], 'config': cfg})
     metrics = dict(extra or {}, config=cfg, eval=result, wall_s=time.perf_counter() - wall_start,
-                   paddle_version=paddle.__version__, device=device, run_id=cfg.get('run_id'), **record)
+                   paddle_version=paddle.__version__, device=device, run_id=cfg.get('run_id'),
+                   **record)
     if common.rank_and_world()[0] == 0:
         write_json(os.path.join(cfg['out'], 'metrics.json'), metrics)
         plots.training_plots(metrics, cfg['out'], title)
@@ -284,7 +301,7 @@ def save_mistakes_and_confusion(model, loader, loss_kind, out):
         predicted, probability = np.clip(np.round(number), 0, 9).astype(np.int64), None
     matrix = plots.confusion_matrix(labels, predicted)
     if common.rank_and_world()[0] == 0:
-        plots.mistakes_grid(os.path.join(out, 'mistakes.png'), images, labels, predicted, probability,
-                            output=number)
+        plots.mistakes_grid(os.path.join(out, 'mistakes.png'), images, labels, predicted,
+                            probability, output=number)
         plots.confusion_figure(os.path.join(out, 'confusion.png'), matrix)
     return plots.per_class_accuracy(matrix)

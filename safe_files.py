@@ -2,7 +2,8 @@
 
 Every output of these scripts (checkpoints, metrics.json, plots, models) goes through atomic_write:
 the bytes go to a temporary name in the same folder, are flushed to disk, and the temporary file is
-renamed over the target. A kill or a full disk leaves the old file or the new one, never half of one.
+renamed over the target. A kill or a full disk leaves the old file or the new one, never half of
+one.
 """
 import errno
 import json
@@ -22,7 +23,8 @@ WRITE_HINTS = {errno.ENOSPC: 'free some space there, or pass a folder on another
 
 def write_error(path, error):
     hint = WRITE_HINTS.get(error.errno, 'pass another folder')
-    fail(f'cannot write {path}: {error.strerror or error}; {hint} (checkpoints saved before are intact)')
+    fail(f'cannot write {path}: {error.strerror or error}; {hint} '
+         f'(checkpoints saved before are intact)')
 
 
 def atomic_write(path, write):
@@ -62,7 +64,8 @@ def load_json(path, what):
 
 
 def check_writable(*folders):
-    """Create each folder and write a file in it now, so that a bad path costs seconds, not an epoch."""
+    """Create each folder and write a file in it now, so that a bad path costs seconds, not an
+    epoch."""
     for folder in folders:
         try:
             os.makedirs(folder, exist_ok=True)

@@ -1,4 +1,5 @@
-"""What a script does before it imports PaddlePaddle, in one place: `paddle = startup.import_paddle()`.
+"""What a script does before it imports PaddlePaddle, in one place:
+`paddle = startup.import_paddle()`.
 
 1. The right Python. A learner often types `python mnist_cnn.py` in a shell whose `python` is not
    the project's .venv. If this Python lacks a package the script needs and ./.venv exists, the
@@ -8,7 +9,8 @@
    measures both):
      OMP_NUM_THREADS=2 (at most the core count): 2 threads train ~30% faster than paddle's 1, with
        the same losses;
-     MKL_DEBUG_CPU_TYPE=5 on AMD processors: Intel's MKL takes a slow generic path on them otherwise.
+     MKL_DEBUG_CPU_TYPE=5 on AMD processors: Intel's MKL takes a slow generic path on them
+       otherwise.
    A value the user set already wins. If paddle was imported before (a notebook cell that ran
    `import paddle` first), they cannot take effect, and one line says so.
 3. A quiet import: paddle's import-time advice about ccache (a C++ build cache) and about
@@ -65,7 +67,8 @@ def linux_cpu_info(key):
 
 
 def venv_python():
-    """The project's .venv Python, or None (bin/python on Linux and macOS, Scripts\\python.exe on Windows)."""
+    """The project's .venv Python, or None (bin/python on Linux and macOS, Scripts\\python.exe on
+    Windows)."""
     for path in (os.path.join(ROOT, '.venv', 'bin', 'python'),
                  os.path.join(ROOT, '.venv', 'Scripts', 'python.exe')):
         if os.path.isfile(path):
@@ -100,16 +103,18 @@ def use_project_python(needs=('paddle', 'numpy', 'matplotlib')):
     this = f'{sys.executable} (Python {platform.python_version()})'
     project = venv_python()
     if project and not in_kernel() and not in_project_venv() and os.environ.get(RERUN_MARK) != '1':
-        print(f'note: {this} has no {missing[0]}; running this with {project}', file=sys.stderr, flush=True)
+        print(f'note: {this} has no {missing[0]}; running this with {project}', file=sys.stderr,
+              flush=True)
         command, env = [project] + sys.argv, dict(os.environ, **{RERUN_MARK: '1'})
         if os.name == 'posix':
             os.execve(project, command, env)  # becomes that Python: same process, same Ctrl-C
-        with contextlib.suppress(KeyboardInterrupt):  # Windows: the child gets Ctrl-C and stops itself
+        # Windows: the child gets Ctrl-C and stops itself
+        with contextlib.suppress(KeyboardInterrupt):
             raise SystemExit(subprocess.call(command, env=env))
         raise SystemExit(130)
     raise SystemExit(f'error: {this} has no {", ".join(missing)}; install the project first: '
-                     f'`make install`, or `python -m pip install -r requirements.txt` with the Python '
-                     f'you run the scripts with (supported: Python 3.9 to 3.13)')
+                     f'`make install`, or `python -m pip install -r requirements.txt` with the '
+                     f'Python you run the scripts with (supported: Python 3.9 to 3.13)')
 
 
 def import_paddle():
@@ -120,12 +125,14 @@ def import_paddle():
         if missed:
             print(f'note: paddle was imported before this script, so its CPU settings '
                   f'({", ".join(f"{k}={v}" for k, v in missed.items())}) have no effect; for the '
-                  f'speed the README reports, restart the kernel and run this first', file=sys.stderr)
+                  f'speed the README reports, restart the kernel and run this first',
+                  file=sys.stderr)
         return sys.modules['paddle']
     switches = {k: v for k, v in cpu_switches().items() if k not in os.environ}  # the user's win
     os.environ.update(switches)
     # paddle resets warning filters while it imports, so its warnings are caught and passed on here
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(io.StringIO()) as said:
+    with warnings.catch_warnings(record=True) as caught, \
+            contextlib.redirect_stderr(io.StringIO()) as said:
         import paddle
     for w in caught:
         if 'ccache' not in str(w.message):
@@ -134,7 +141,9 @@ def import_paddle():
                              if 'OMP_NUM_THREADS' not in line))
     warnings.filterwarnings('ignore', message='No ccache found')
     version = paddle.__version__
-    if version != '0.0.0' and tuple(int(p) for p in version.split('.')[:2]) < (2, 6):  # 0.0.0: a source build
-        raise SystemExit(f'error: these scripts need PaddlePaddle 2.6 or newer (tested: 2.6.2 to 3.3.1), '
-                         f'not {version}; pip install paddlepaddle==3.3.1')
+    # 0.0.0: a source build
+    if version != '0.0.0' and tuple(int(p) for p in version.split('.')[:2]) < (2, 6):
+        raise SystemExit(f'error: these scripts need PaddlePaddle 2.6 or newer '
+                         f'(tested: 2.6.2 to 3.3.1), not {version}; '
+                         f'pip install paddlepaddle==3.3.1')
     return paddle

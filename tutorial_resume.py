@@ -8,9 +8,8 @@ batch loss with the uninterrupted run (resume.py, which restores both, matches e
 
     python tutorial_resume.py --ckpt checkpoint/mnist_epoch0 --compare runs/cnn/metrics.json
     python tutorial_resume.py ... --keep-order     # only the restarted learning rate
-"""
+"""  # noqa: E501 (the first line, printed whole by --help, is 101 columns)
 import argparse
-import os
 import time
 
 import startup
@@ -39,11 +38,16 @@ class GlobalShuffleSampler(common.EpochBatchSampler):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--ckpt', required=True, help='a checkpoint of mnist_cnn.py (checkpoint/mnist_epoch0)')
-    parser.add_argument('--compare', required=True, metavar='METRICS_JSON', help='the uninterrupted run\'s metrics.json')
-    parser.add_argument('--keep-order', action='store_true', help='keep the run\'s batch order: only restart the rate')
-    parser.add_argument('--out', default='runs/tutorial-resume', help='metrics.json and plots of this run')
-    parser.add_argument('--ckpt-dir', default='checkpoint/tutorial-resume', help='its own checkpoints (not the run\'s)')
+    parser.add_argument('--ckpt', required=True,
+                        help='a checkpoint of mnist_cnn.py (checkpoint/mnist_epoch0)')
+    parser.add_argument('--compare', required=True, metavar='METRICS_JSON',
+                        help='the uninterrupted run\'s metrics.json')
+    parser.add_argument('--keep-order', action='store_true',
+                        help='keep the run\'s batch order: only restart the rate')
+    parser.add_argument('--out', default='runs/tutorial-resume',
+                        help='metrics.json and plots of this run')
+    parser.add_argument('--ckpt-dir', default='checkpoint/tutorial-resume',
+                        help='its own checkpoints (not the run\'s)')
     return parser
 
 
@@ -53,29 +57,35 @@ def main(argv=None):
     reference = load_json(args.compare, 'metrics.json of the uninterrupted run')
     prefix, meta = checkpoints.find(args.ckpt)
     if meta.get('script') != 'mnist_cnn':
-        common.fail(f'{prefix} is not a checkpoint of mnist_cnn.py; the tutorial\'s resume is about its CNN')
+        common.fail(f'{prefix} is not a checkpoint of mnist_cnn.py; '
+                    f'the tutorial\'s resume is about its CNN')
     cfg = dict(meta['config'], out=args.out, ckpt_dir=args.ckpt_dir, visualdl=None)
     device = common.select_device(cfg['device'])
     splits, _ = common.load_mnist_splits(cfg['data']['path'], cfg['train_limit'])
     train_loader, valid_loader, eval_loader = mnist_cnn.make_loaders(splits, cfg)
     if not args.keep_order:
         sampler = GlobalShuffleSampler(len(splits['train'][1]), cfg['batch_size'], cfg['seed'])
-        train_loader = paddle.io.DataLoader(mnist_cnn.TrainSet(*splits['train']), batch_sampler=sampler)
+        train_loader = paddle.io.DataLoader(mnist_cnn.TrainSet(*splits['train']),
+                                            batch_sampler=sampler)
     check_writable(args.out, args.ckpt_dir)
     with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
         checkpoints.move_aside_other_runs(args.ckpt_dir, cfg, interrupted_too=True)
         model = mnist_cnn.build_model(cfg)
-        optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule, at step 0
+        # a new schedule, at step 0
+        optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())
         checkpoints.load_model(model, prefix + '.pdparams')
         state = checkpoints.load_state(prefix + '.pdopt', 'optimizer file')
-        state['LR_Scheduler'] = scheduler.state_dict()  # as the tutorial: Adam's moments come back, a new schedule at step 0
+        # as the tutorial: Adam's moments come back, a new schedule at step 0
+        state['LR_Scheduler'] = scheduler.state_dict()
         optimizer.set_state_dict(state)
         print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr()}, '
-              + ('the same batch order' if args.keep_order else 'batches reshuffled from a global generator'))
-        record = mnist_cnn.train(model, optimizer, scheduler, (train_loader, valid_loader, eval_loader), cfg, start=meta)
-        metrics = mnist_cnn.finish(model, (train_loader, valid_loader, eval_loader), cfg, record, device, wall_start,
-                                   {'resumed_from': prefix, 'tutorial_way': 'rate restarted' + ('' if args.keep_order else
-                                                                                               ', reshuffled')})
+              + ('the same batch order' if args.keep_order
+                 else 'batches reshuffled from a global generator'))
+        loaders = (train_loader, valid_loader, eval_loader)
+        record = mnist_cnn.train(model, optimizer, scheduler, loaders, cfg, start=meta)
+        way = 'rate restarted' + ('' if args.keep_order else ', reshuffled')
+        metrics = mnist_cnn.finish(model, loaders, cfg, record, device, wall_start,
+                                   {'resumed_from': prefix, 'tutorial_way': way})
     resume.compare_losses(metrics, reference)  # expected to differ: that is the point
     return metrics
 

@@ -10,8 +10,6 @@ it is a tolerance, said in compare().
 import importlib.metadata
 import json
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -1,11 +1,9 @@
 """The scripts end to end, as a user runs them: subprocesses, real files, exit codes, messages."""
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import common
 import fixtures
 import predict
 from conftest import read_metrics

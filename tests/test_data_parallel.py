@@ -186,7 +186,7 @@ def test_a_nan_loss_stops_every_worker_at_the_same_batch(idx_dir, tmp_path):
     for rank in (0, 1):
         log = (tmp_path / 'log' / f'workerlog.{rank}').read_text()
         assert 'Traceback' not in log, log[-3000:]
-        line = next(l for l in log.splitlines() if 'training diverged' in l)
+        line = next(text for text in log.splitlines() if 'training diverged' in text)
         stops.append(line[line.index('at epoch'):])
     assert stops[0] == stops[1], stops
     assert not (tmp_path / 'checkpoint' / 'mnist_epoch0.json').exists()

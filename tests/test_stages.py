@@ -7,7 +7,6 @@ import struct
 import numpy as np
 import pytest
 
-import common
 import mnist_linear
 import mnist_mlp
 import mnist_numpy
