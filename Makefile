@@ -1,5 +1,7 @@
 # One command per stage. Each target first makes .venv from requirements.txt when it is missing or
 # older than requirements.txt, so `make cnn` and `make test` work on a fresh clone.
+# Python 3.9 to 3.13: `make install PYTHON=python3.10` picks the Python that makes .venv.
+# No make (Windows)? README.md, "Windows (no make)", has the plain python command of each target.
 #
 # Options pass through as variables:  make cnn DATA_DIR=../shared/data/mnist-mini EPOCHS=2
 #   DATA_DIR  folder with MNIST idx files / mnist.json.gz (default: ./work, then PaddlePaddle's cache)
@@ -31,13 +33,15 @@ TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--see
 LAUNCH = $(PY) $(if $(NPROC),-m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
 
 .DEFAULT_GOAL := help
-.PHONY: help install all cnn resume tutorial-resume data-json housing linear mlp bench bench-env test golden compat clean
+.PHONY: help install all cnn resume tutorial-resume data-json housing linear mlp notebooks bench bench-env lint test golden compat clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT NPROC (e.g. make cnn DATA_DIR=../shared/data/mnist-mini NPROC=2)"
 
 $(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 13) else \
+		f"error: $(PYTHON) is Python {v[0]}.{v[1]}; these scripts support Python 3.9 to 3.13 (PaddlePaddle 3.3.1 has no wheels for others): make install PYTHON=python3.12, say")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
@@ -49,7 +53,7 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 install: $(STAMP)  ## create or update .venv from requirements.txt
 
 all: $(STAMP)  ## every stage with the tutorial's settings -> results/RESULTS.md + figures (FAST=1: minutes)
-	$(PY) results.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(HOUSING_DATA),--housing-data $(HOUSING_DATA)) \
+	$(PY) tools/results.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(HOUSING_DATA),--housing-data $(HOUSING_DATA)) \
 		$(if $(DEVICE),--device $(DEVICE)) $(if $(FAST),--fast)
 
 cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, metrics and plots in runs/cnn
@@ -63,7 +67,7 @@ tutorial-resume: $(STAMP)  ## stage 九 the tutorial's way (rate restarted, resh
 	$(PY) tutorial_resume.py --ckpt $(CKPT) --compare runs/cnn/metrics.json
 
 data-json: $(STAMP)  ## write the course's work/mnist.json.gz from the four MNIST idx files (DATA_DIR)
-	$(PY) mnist_json.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(PY) tools/mnist_json.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 linear: $(STAMP)  ## stage 二: Linear(784->1) with MSE, then as a softmax classifier (runs/linear*)
 	$(PY) mnist_linear.py --out runs/linear --ckpt-dir checkpoint/linear $(TRAIN_FLAGS)
@@ -80,13 +84,19 @@ housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/hous
 	$(PY) housing.py --impl paddle --out runs/housing $(HOUSING_FLAGS)
 
 bench: $(STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (make bench-env first); results/bench.json
-	$(PY) bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+	$(PY) tools/bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 bench-env:  ## PyTorch in its own environment (.venv-torch) for make bench, so it runs at its own defaults
 	$(PYTHON) -m venv .venv-torch
 	.venv-torch/bin/pip install --disable-pip-version-check -q torch==2.13.0 numpy==2.4.6
 
-test: $(TEST_STAMP)  ## run the tests (offline, synthetic data, a few minutes; installs requirements-test.txt)
+notebooks: $(STAMP)  ## write notebooks/<stage>.ipynb from the scripts (self-contained: one file to upload to AI Studio)
+	$(PY) tools/make_notebooks.py
+
+lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (rules in ruff.toml)
+	$(PY) -m ruff check --no-cache .
+
+test: lint  ## lint, then the tests (offline, synthetic data, ~6 min on 2 cores; installs requirements-test.txt)
 	$(PY) -m pytest -q tests
 
 compat: $(TEST_STAMP)  ## PaddlePaddle 2.6.2 / 3.0.0 / 3.2.2 / 3.3.1 on Python 3.10: train, resume ==, predict (~2 min + installs)

@@ -1,4 +1,4 @@
-"""bench.py runs end to end and writes its JSON (a smoke test: no timing thresholds; figures live
+"""tools/bench.py runs end to end and writes its JSON (a smoke test: no timing thresholds; figures live
 in `make bench`). PyTorch is measured when .venv-torch exists, else reported as skipped."""
 import json
 
@@ -7,7 +7,7 @@ from conftest import read_metrics  # noqa: F401  (conftest puts the project on s
 
 def test_bench_smoke(run_script, idx_dir, tmp_path):
     out = tmp_path / 'bench.json'
-    proc = run_script('bench.py', '--rounds', '1', '--epochs', '2', '--steps', '3', '--data-dir', idx_dir, '--out', out,
+    proc = run_script('tools/bench.py', '--rounds', '1', '--epochs', '2', '--steps', '3', '--data-dir', idx_dir, '--out', out,
                       '--only', 'ours: mnist', 'tutorial', 'PyTorch, its', cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     table = json.loads(out.read_text())['table']

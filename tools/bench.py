@@ -10,8 +10,8 @@ The headline is what a user waits for: samples/s of the training loop over whole
 figure mnist_cnn.py prints per epoch; the first epoch is warm-up and left out). The step median
 (batch 100, Adam) is a second column. The last rows turn one lever of ours on or off at a time.
 
-    python bench.py --data-dir ../shared/data/mnist-mini                  # writes results/bench.json
-    python bench.py --data-dir ../shared/data/mnist-mini --rounds 1 --epochs 2   # quicker
+    python tools/bench.py --data-dir ../shared/data/mnist-mini                  # writes results/bench.json
+    python tools/bench.py --data-dir ../shared/data/mnist-mini --rounds 1 --epochs 2   # quicker
 """
 import argparse
 import json
@@ -25,8 +25,9 @@ import time
 from importlib import metadata
 
 HERE = os.path.dirname(os.path.abspath(__file__)) if '__file__' in globals() else os.getcwd()
+ROOT = os.path.dirname(HERE)  # the stage scripts
 CLEAN_ENV = dict(os.environ)  # before anything could import paddle
-TORCH_PYTHON = os.path.join(HERE, '.venv-torch', 'bin', 'python')
+TORCH_PYTHON = os.path.join(ROOT, '.venv-torch', 'bin', 'python')
 
 # One training step of this CNN at batch 100, counted by hand (a multiply-add is 2 FLOPs):
 # forward, per image: conv1 28*28*20*25 + conv2 14*14*20*20*25 + fc 980*10 = 2.36 M multiply-adds;
@@ -67,7 +68,7 @@ def build_parser():
 
 def worker_dump(args, options):
     """The training split as .npz, for the peers that must not import paddle (PyTorch)."""
-    sys.path.insert(0, HERE)
+    sys.path.insert(0, ROOT)
     import numpy as np
     import common
     x, y = common.load_mnist_splits(args.data_dir)[0]['train']
@@ -84,7 +85,7 @@ def epoch_rate(rows):
 def worker_script(args, options):
     """mnist_cnn.py's own main(): its real loop, DataLoader, validation and checkpoints; then the
     median of steps of the same loop body."""
-    sys.path.insert(0, HERE)
+    sys.path.insert(0, ROOT)
     import mnist_cnn  # first, as a learner runs it: startup.import_paddle() sets the CPU settings
     import common
     import paddle
@@ -136,7 +137,7 @@ def time_steps(args, cfg, splits, each_step=lambda: None):
 def worker_profile(args, options):
     """`--profile`: where a step of ours spends its time, by paddle.profiler (the operators of
     --steps steps after 5 warm-up steps, sorted by total CPU time)."""
-    sys.path.insert(0, HERE)
+    sys.path.insert(0, ROOT)
     import mnist_cnn  # first: startup.import_paddle() sets the CPU settings
     import common
     import paddle.profiler as profiler
@@ -263,13 +264,17 @@ def worker_sgemm(args, options):
     if options['lib'] == 'torch':
         import torch
         a = torch.rand(n, n)
-        run = lambda: torch.matmul(a, a)
+
+        def run():
+            return torch.matmul(a, a)
     else:
-        sys.path.insert(0, HERE)
+        sys.path.insert(0, ROOT)
         import startup
         paddle = startup.import_paddle()  # with the scripts' CPU settings
         a = paddle.rand([n, n])
-        run = lambda: float(paddle.matmul(a, a)[0, 0])
+
+        def run():
+            return float(paddle.matmul(a, a)[0, 0])
     for _ in range(12):
         start = time.perf_counter()
         run()

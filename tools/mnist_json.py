@@ -6,12 +6,14 @@ each [images, labels], every image 784 numbers in [-1, 1] (background -1), 50,00
 10,000 images from the full MNIST. Each number is written in its shortest form that reads back
 as the same float32, so training on this file gives the same losses as on the idx files.
 
-    python mnist_json.py --data-dir ../shared/data/mnist --out work/mnist.json.gz
+    python tools/mnist_json.py --data-dir ../shared/data/mnist --out work/mnist.json.gz
 """
 import argparse
 import gzip
 import os
+import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the stage scripts
 import startup
 startup.use_project_python(needs=('numpy',))
 

@@ -1,21 +1,25 @@
 """`make all`: the whole course in one command -> results/RESULTS.md, a table and figures.
 
 Every stage runs through its script's main(), as a notebook would call it, with the tutorial's
-settings; each row stands beside the figure the tutorial printed (../shared/reference/003_*.txt)
-and the published one. Where the tutorial's settings leave a model unconverged, a row with
+settings; each row stands beside the figure the tutorial printed (its MNIST text, "深度学习入门必看-
+手写数字识别", quoted in EXPERIMENTS below, so no copy of the course is needed) and the published one. Where the tutorial's settings leave a model unconverged, a row with
 settings that converge follows. Stage 九 is run three ways: resume.py, and the tutorial's own
 resume (tutorial_resume.py) with and without its reshuffling. Finally the course's mnist.json.gz
-is written from the idx files (mnist_json.py) and trained on, to show it gives the same losses.
+is written from the idx files (tools/mnist_json.py) and trained on, to show it gives the same losses.
 
-    python results.py --data-dir ../shared/data/mnist --housing-data ../shared/data
-    python results.py --fast ...      # the same pipeline on 1,000 training images, 2 epochs: minutes
+    python tools/results.py --data-dir ../shared/data/mnist --housing-data ../shared/data
+    python tools/results.py --fast ...      # the same pipeline on 1,000 training images, 2 epochs: minutes
 """
 import argparse
 import datetime
 import os
 import platform
+import shutil
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the stage scripts
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # mnist_json beside this file
 import startup
 paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
 
@@ -115,7 +119,9 @@ def run_resumes(args):
     """Stage 九 three ways from cnn-final's epoch-0 checkpoint: ours and the tutorial's two faults."""
     ckpt = os.path.join(args.out, 'checkpoints', 'cnn-final', 'mnist_epoch0')
     full = os.path.join(args.out, 'runs', 'cnn-final', 'metrics.json')
-    out = lambda name: ['--out', os.path.join(args.out, 'runs', name)]
+
+    def out(name):
+        return ['--out', os.path.join(args.out, 'runs', name)]
     runs = {'ours': guarded(resume.main, ['--ckpt', ckpt, '--ckpt-dir', os.path.join(args.out, 'checkpoints', 'resumed')]
                             + out('cnn-resumed'))}
     for name, extra in (('rate restarted', ['--keep-order']), ('rate restarted, reshuffled', [])):
@@ -149,8 +155,9 @@ def smooth(values, window=10):
 
 
 def figures(runs, resumes, folder):
-    series = lambda names, key: {label: ([r['epoch'] for r in runs[n]['epochs']], [r[key] for r in runs[n]['epochs']])
-                                 for n, label in names if runs.get(n, {}).get('epochs')}
+    def series(names, key):
+        return {label: ([r['epoch'] for r in runs[n]['epochs']], [r[key] for r in runs[n]['epochs']])
+                for n, label in names if runs.get(n, {}).get('epochs')}
     opt = {o: (np.arange(len(smooth(runs[f'cnn-ce-{o}']['batch_losses']))), smooth(runs[f'cnn-ce-{o}']['batch_losses']))
            for o in ('sgd', 'momentum', 'adagrad', 'adam') if 'batch_losses' in runs.get(f'cnn-ce-{o}', {})}
     paths = [plots.plot_lines(os.path.join(folder, 'optimizers.png'), opt, 'Stage 6: the CNN\'s training loss by '
@@ -241,12 +248,23 @@ def resume_lines(full, resumes):
     return lines
 
 
+def cnn_final_pictures(out):
+    """cnn-final's samples.png (三), mistakes.png and confusion.png (八), copied into results/."""
+    copied = []
+    for name in ('samples.png', 'mistakes.png', 'confusion.png'):
+        source = os.path.join(out, 'runs', 'cnn-final', name)
+        if os.path.isfile(source):
+            atomic_write(os.path.join(out, name), lambda tmp, source=source: shutil.copyfile(source, tmp))
+            copied.append(os.path.join(out, name))
+    return copied
+
+
 def write_report(args, runs, resumes, json_run, housing_runs, figure_paths, total_s):
     first = next((m for m in runs.values() if 'config' in m), {'config': {'data': {'path': '?', 'sizes': {}, 'kind': '?'}}})
     data = first['config']['data']
     cpu = startup.cpu_model()
     lines = ['# Results', '',
-             f'`make all{" FAST=1" if args.fast else ""}` (results.py), {datetime.date.today()}, {total_s / 60:.1f} minutes; '
+             f'`make all{" FAST=1" if args.fast else ""}` (tools/results.py), {datetime.date.today()}, {total_s / 60:.1f} minutes; '
              f'PaddlePaddle {paddle.__version__}, Python {platform.python_version()}, {cpu}, {os.cpu_count()} cores, '
              f'device {first.get("device", "?")}.', '',
              f'MNIST: `{data["path"]}` ({data["kind"]}), train {data["sizes"].get("train", 0):,} / valid '
@@ -278,7 +296,13 @@ def write_report(args, runs, resumes, json_run, housing_runs, figure_paths, tota
                 'mse_vs_ce.png': 'Stage 5: validation accuracy per epoch, the digit regressed (MSE) or classified.',
                 'l2.png': 'Stage 八: train and validation accuracy with and without L2 regularisation (0.1).',
                 'resume.png': 'Stage 九: each resumed run\'s loss minus the uninterrupted run\'s, batch by batch: '
-                              'resume.py is zero everywhere, the tutorial\'s resume is not.'}
+                              'resume.py is zero everywhere, the tutorial\'s resume is not.',
+                'samples.png': 'Stage 三: the first training images of cnn-final\'s epoch 0 as the model receives '
+                               'them (normalised to [-1, 1]), with their labels.',
+                'mistakes.png': 'Stage 八: cnn-final\'s misclassified eval images, the most confident mistakes first '
+                                '(true digit / predicted digit (probability)).',
+                'confusion.png': 'Stage 八: cnn-final\'s confusion matrix on the eval split, true digit (rows) '
+                                 'against predicted digit (columns).'}
     lines += ['', '## Figures', '']
     for path in figure_paths:
         name = os.path.basename(path)
@@ -306,7 +330,7 @@ def main(argv=None):
     json_run = run_json(args)
     print(f'\n===== [{len(EXPERIMENTS) + 3}/{len(EXPERIMENTS) + 3}] Boston housing', flush=True)
     housing_runs = {name: run_housing(args, name, flags) for name, flags in HOUSING}
-    figure_paths = figures(runs, resumes, args.out)
+    figure_paths = figures(runs, resumes, args.out) + cnn_final_pictures(args.out)
     report = write_report(args, runs, resumes, json_run, housing_runs, figure_paths, time.perf_counter() - start)
     print(f'\nwrote {report} and {len(figure_paths)} figures in {args.out}/ ({(time.perf_counter() - start) / 60:.1f} min)')
     return report
