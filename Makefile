@@ -99,7 +99,7 @@ lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (r
 test: lint  ## lint, then the tests (offline, synthetic data, ~6 min on 2 cores; installs requirements-test.txt)
 	$(PY) -m pytest -q tests
 
-compat: $(TEST_STAMP)  ## PaddlePaddle 2.6.2 / 3.0.0 / 3.2.2 / 3.3.1 on Python 3.10: train, resume ==, predict (~2 min + installs)
+compat: $(TEST_STAMP)  ## Python 3.9-3.13 pinned, PaddlePaddle 2.6.2/3.0.0/3.2.2 on 3.10: train, resume ==, predict, golden (~6 min + installs)
 	$(PY) tests/compat.py
 
 golden: $(TEST_STAMP)  ## regenerate tests/golden/*.json deliberately (then review and commit the diff)

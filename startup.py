@@ -130,6 +130,7 @@ def import_paddle():
         return sys.modules['paddle']
     switches = {k: v for k, v in cpu_switches().items() if k not in os.environ}  # the user's win
     os.environ.update(switches)
+    import zlib  # noqa: F401 (before paddle: PaddlePaddle 2.6 loaded first breaks gzip reading)
     # paddle resets warning filters while it imports, so its warnings are caught and passed on here
     with warnings.catch_warnings(record=True) as caught, \
             contextlib.redirect_stderr(io.StringIO()) as said:
