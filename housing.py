@@ -1,12 +1,12 @@
-"""Boston housing: one linear model, first by hand in numpy, then with PaddlePaddle (the course's start).
+"""Boston housing: one linear model, by hand in numpy, then with PaddlePaddle (the course's start).
 
 The data: 506 houses x 14 numbers (13 features, then the price in $1000s). Split 80/20 in file
 order; every column is min-max normalised with the TRAINING rows' min and max (kept to turn
 predictions back into dollars).
 
-    python housing.py --data-dir ../shared/data                 # PaddlePaddle: Linear(13, 1) + SGD
-    python housing.py --impl numpy --method gd                  # full-batch gradient descent by hand
-    python housing.py --impl numpy --method sgd                 # mini-batch SGD by hand
+    python housing.py --data-dir ../shared/data      # PaddlePaddle: Linear(13, 1) + SGD
+    python housing.py --impl numpy --method gd       # full-batch gradient descent by hand
+    python housing.py --impl numpy --method sgd      # mini-batch SGD by hand
 
 Defaults (the tutorial's): numpy GD 1000 iterations at lr 0.01; numpy SGD 50 epochs, batch 100,
 lr 0.1; PaddlePaddle batch 10, lr 0.01 (the tutorial's code says 0.005, its comment 0.01) and 200
@@ -30,8 +30,9 @@ from safe_files import check_writable, write_json
 HOUSING_URL = 'http://paddlemodels.bj.bcebos.com/uci_housing/housing.data'
 HOUSING_MD5 = 'd4accdce7a25600298819f8e28e8d593'  # as paddle.text.datasets.UCIHousing checks it
 COLUMNS = 14
-# (epochs, batch size, learning rate) per implementation, from the tutorial, except PaddlePaddle SGD's
-# 200 epochs: its 20 stop far from converged (test RMSE $14.6k, worse than the mean; 200: $5.2k).
+# (epochs, batch size, learning rate) per implementation, from the tutorial, except PaddlePaddle
+# SGD's 200 epochs: its 20 stop far from converged (test RMSE $14.6k, worse than the mean; 200:
+# $5.2k).
 DEFAULTS = {('numpy', 'gd'): (1000, None, 0.01), ('numpy', 'sgd'): (50, 100, 0.1),
             ('paddle', 'gd'): (1000, None, 0.01), ('paddle', 'sgd'): (200, 10, 0.01)}
 
@@ -51,9 +52,11 @@ def build_parser():
     parser.add_argument('--lr', type=common.positive_float, default=None,
                         help='default: 0.01 for gd and paddle sgd, 0.1 for numpy sgd')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--data-dir', help='folder holding housing.data, or the file (default: ./work/housing.data, '
-                        'else PaddlePaddle\'s cache, downloading there)')
-    parser.add_argument('--out', default='runs/housing', help='folder for metrics.json, loss.png, LR_model.pdparams')
+    parser.add_argument('--data-dir',
+                        help='folder holding housing.data, or the file (default: '
+                             './work/housing.data, else PaddlePaddle\'s cache, downloading there)')
+    parser.add_argument('--out', default='runs/housing',
+                        help='folder for metrics.json, loss.png, LR_model.pdparams')
     return parser
 
 
@@ -63,21 +66,25 @@ def find_housing(data_dir):
     if data_dir:
         path = os.path.join(data_dir, 'housing.data') if os.path.isdir(data_dir) else data_dir
         if not os.path.isfile(path):
-            common.fail(f'--data-dir {data_dir}: no housing.data there; pass the folder holding it or the file')
+            common.fail(f'--data-dir {data_dir}: no housing.data there; pass the folder holding '
+                        f'it or the file')
         return path
     if os.path.isfile(os.path.join('work', 'housing.data')):  # AI Studio's layout
         return os.path.join('work', 'housing.data')
-    return downloads.fetch(HOUSING_URL, 'uci_housing', HOUSING_MD5, 'Looked for ./work/housing.data and in '
-                           'PaddlePaddle\'s cache; on a machine without network pass --data-dir with its folder')
+    hint = ('Looked for ./work/housing.data and in PaddlePaddle\'s cache; on a machine without '
+            'network pass --data-dir with its folder')
+    return downloads.fetch(HOUSING_URL, 'uci_housing', HOUSING_MD5, hint)
 
 
 def load_housing(path):
     """All numbers of the file, reshaped to [N, 14]."""
-    try:  # every number in the file, whatever the line breaks (as the tutorial's np.fromfile(sep=' '))
+    # every number in the file, whatever the line breaks (as the tutorial's np.fromfile(sep=' '))
+    try:
         with open(path) as f:
             values = np.array(f.read().split(), dtype=np.float64)
     except (ValueError, UnicodeDecodeError) as e:
-        common.fail(f'{path} holds something other than numbers ({e}); it is not the UCI housing.data')
+        common.fail(f'{path} holds something other than numbers ({e}); it is not the UCI '
+                    f'housing.data')
     if values.size == 0 or values.size % COLUMNS:
         common.fail(f'{path} holds {values.size} numbers, not a multiple of {COLUMNS} '
                     f'(13 features + price per house); it is damaged or another file')
@@ -114,8 +121,8 @@ class Network:
         return float(np.mean((z - y) ** 2))
 
     def gradient(self, x, y):
-        """d loss / d w = 2 * mean((z - y) * x); the tutorial drops the constant 2 (it folds into the
-        learning rate), and so do we, so its learning rates carry over."""
+        """d loss / d w = 2 * mean((z - y) * x); the tutorial drops the constant 2 (it folds into
+        the learning rate), and so do we, so its learning rates carry over."""
         error = self.forward(x) - y
         return (error * x).mean(axis=0)[:, np.newaxis], float(error.mean())
 
@@ -127,11 +134,12 @@ class Network:
         """Full-batch GD when batch_size is None, else mini-batch SGD shuffled by (seed, epoch).
         Returns the loss of every iteration."""
         losses = []
-        with np.errstate(over='ignore', invalid='ignore'):  # divergence is caught by common.check_finite
+        # a diverging run overflows: common.check_finite stops it with one sentence
+        with np.errstate(over='ignore', invalid='ignore'):
             for epoch in range(epochs):
                 if batch_size is None:
                     parts = [data]
-                else:  # shuffle by (seed, epoch), then cut into mini-batches (the last may be smaller)
+                else:  # shuffle by (seed, epoch), cut into mini-batches (the last may be smaller)
                     shuffled = data[common.epoch_order(len(data), seed, epoch)]
                     parts = [shuffled[k:k + batch_size] for k in range(0, len(data), batch_size)]
                 for part in parts:
@@ -158,7 +166,8 @@ def main(argv=None):
     print(f'data: {path}: {len(data)} houses, train {len(train_set)} / test {len(test_set)}\n'
           f'{args.impl} {args.method}: {epochs} epochs, batch {batch_size or "all"}, lr {lr}')
     cfg = dict(vars(args), epochs=epochs, batch_size=batch_size, lr=lr,
-               data={'path': os.path.abspath(path), 'sizes': {'train': len(train_set), 'test': len(test_set)}})
+               data={'path': os.path.abspath(path),
+                     'sizes': {'train': len(train_set), 'test': len(test_set)}})
     check_writable(args.out)  # a bad --out fails now, not after training
     x_train, y_train = train_set[:, :-1], train_set[:, -1:]
     x_test, y_test = test_set[:, :-1], test_set[:, -1:]
@@ -166,13 +175,15 @@ def main(argv=None):
 
     if args.impl == 'numpy':
         net = Network(13, seed=args.seed)
-        losses = net.train(train_set, epochs, lr, batch_size, args.seed, log_every=max(1, epochs // 10))
+        losses = net.train(train_set, epochs, lr, batch_size, args.seed,
+                           log_every=max(1, epochs // 10))
         predict = net.forward
         device, paddle_version = 'cpu (numpy)', None
     else:  # the same model with PaddlePaddle: housing_paddle.py
         import housing_paddle
-        losses, predict = housing_paddle.train_and_reload(train_set, epochs, lr, batch_size, args.seed,
-                                                          os.path.join(args.out, 'LR_model.pdparams'))
+        model_path = os.path.join(args.out, 'LR_model.pdparams')
+        losses, predict = housing_paddle.train_and_reload(train_set, epochs, lr, batch_size,
+                                                          args.seed, model_path)
         device, paddle_version = 'cpu', housing_paddle.paddle.__version__
 
     train_mse = float(np.mean((predict(x_train) - y_train) ** 2))
@@ -191,8 +202,9 @@ def main(argv=None):
                'device': device}
     write_json(os.path.join(args.out, 'metrics.json'), metrics)
     plots.plot_lines(os.path.join(args.out, 'loss.png'),
-                      {f'{args.impl} {args.method}': (np.arange(len(losses)), losses)},
-                      'Boston housing: training loss (normalised MSE)', 'iteration', 'loss', logy=True)
+                     {f'{args.impl} {args.method}': (np.arange(len(losses)), losses)},
+                     'Boston housing: training loss (normalised MSE)', 'iteration', 'loss',
+                     logy=True)
     print(f'wrote {args.out}/metrics.json and {args.out}/loss.png')
     return metrics
 

@@ -3,13 +3,14 @@
     1. flags        the settings; the defaults are the tutorial's final setup (stage 九)
     2. data (三)    paddle.io.Dataset + DataLoader; each epoch's order is fixed by (seed, epoch)
     3. model (四)   conv-pool-conv-pool-fc, and the layer checks of stage 八
-    4. loss (五), optimizer (六)   softmax + cross-entropy or MSE; SGD/Momentum/AdaGrad/Adam, L2, LR decay
+    4. loss (五), optimizer (六)   softmax + cross-entropy or MSE; SGD/Momentum/AdaGrad/Adam,
+                                  L2, LR decay
     5. the loop     forward, loss, backward, step; each epoch: validation (八) and a checkpoint (九)
     6. main         device (七), data, model, train, evaluate on the eval split, save, plots
 
-    python mnist_cnn.py --data-dir ../shared/data/mnist          # 5 epochs of the tutorial's final setup
-    python resume.py --ckpt checkpoint/mnist_epoch0              # continue from the end of epoch 0
-    python -m paddle.distributed.launch --nproc_per_node 2 mnist_cnn.py    # 七: two data-parallel workers
+    python mnist_cnn.py --data-dir ../shared/data/mnist   # 5 epochs of the tutorial's final setup
+    python resume.py --ckpt checkpoint/mnist_epoch0       # continue from the end of epoch 0
+    python -m paddle.distributed.launch --nproc_per_node 2 mnist_cnn.py   # 七: two workers
 """
 import argparse
 import os
@@ -41,22 +42,28 @@ def build_parser():
     add('--epochs', type=common.positive_int, default=5, help='passes over the training split')
     add('--batch-size', type=common.positive_int, default=100, help='images per step (all workers)')
     add('--lr', type=common.positive_float, default=0.01, help='(initial) learning rate')
-    add('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
+    add('--seed', type=int, default=0,
+        help='the initial weights and every epoch\'s order derive from it')
     add('--loss', default='ce', choices=['ce', 'mse'],
-        help='ce: 10 class scores, softmax + cross-entropy (五); mse: one output, the digit as a number (四)')
-    add('--opt', default='adam', choices=['sgd', 'momentum', 'adagrad', 'adam'], help='optimizer (六)')
-    add('--schedule', default='poly', choices=['poly', 'constant'], help='poly: --lr down to --lr/10 (九)')
+        help='ce: 10 class scores, softmax + cross-entropy (五); '
+             'mse: one output, the digit as a number (四)')
+    add('--opt', default='adam', choices=['sgd', 'momentum', 'adagrad', 'adam'],
+        help='optimizer (六)')
+    add('--schedule', default='poly', choices=['poly', 'constant'],
+        help='poly: --lr down to --lr/10 (九)')
     add('--l2', type=common.non_negative_float, default=0.0, help='L2 regularisation (八); 0 = off')
     add('--num-workers', type=common.non_negative_int, default=0, help='DataLoader processes (三)')
-    add('--shift', type=common.non_negative_int, default=0, help='move training images up to N pixels')
-    add('--check-shape', action='store_true', help='print each layer\'s parameter and output shapes (八)')
+    add('--shift', type=common.non_negative_int, default=0,
+        help='move training images up to N pixels')
+    add('--check-shape', action='store_true',
+        help='print each layer\'s parameter and output shapes (八)')
     add('--check-content', action='store_true', help='print and draw kernels and feature maps (八)')
     common.add_run_args(parser, out='runs/cnn')
     predict.add_args(parser)
     return parser
 
 
-# ---- 2. data (三) ---------------------------------------------------------------------------------
+# ---- 2. data (三) -------------------------------------------------------------------------------
 
 class MNISTDataset(paddle.io.Dataset):
     """One split as a map-style dataset: dataset[i] is (image float32 [1,28,28], label int64)."""
@@ -72,10 +79,12 @@ class MNISTDataset(paddle.io.Dataset):
 
 
 class TrainSet(MNISTDataset):
-    """The training images; with --shift N each is moved by up to N pixels each way, a new move every
-    epoch, drawn from (seed, epoch) so that a resumed run sees the very same images (set_epoch)."""
+    """The training images; with --shift N each is moved by up to N pixels each way, a new move
+    every epoch, drawn from (seed, epoch) so that a resumed run sees the very same images
+    (set_epoch)."""
 
-    MOVES_STREAM = 1  # random numbers from [seed, epoch, 1]: apart from the epoch's order, [seed, epoch]
+    # random numbers from [seed, epoch, 1]: a stream apart from the epoch's order, [seed, epoch]
+    MOVES_STREAM = 1
 
     def __init__(self, images, labels, shift=0, seed=0):
         super().__init__(images, labels)
@@ -96,26 +105,31 @@ class TrainSet(MNISTDataset):
 
 def make_loaders(splits, cfg):
     """Training batches in an order that depends on (seed, epoch) alone, so a resumed run sees the
-    batches the interrupted one would have; validation and evaluation in file order, 500 at a time."""
+    batches the interrupted one would have; validation and evaluation in file order, 500 at a
+    time."""
     rank, world_size = common.rank_and_world()
     train_set = TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
-    sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'], rank, world_size)
-    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
-                                        use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
+    sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'],
+                                       rank, world_size)
+    # DataLoader workers (--num-workers) send batches by pipe, not through /dev/shm
+    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler,
+                                        num_workers=cfg['num_workers'], use_shared_memory=False)
     valid_loader = paddle.io.DataLoader(MNISTDataset(*splits['valid']), batch_size=500)
     eval_loader = paddle.io.DataLoader(MNISTDataset(*splits['eval']), batch_size=500)
     return train_loader, valid_loader, eval_loader
 
 
-# ---- 3. model (四) ---------------------------------------------------------------------------------
+# ---- 3. model (四) ------------------------------------------------------------------------------
 
 class Conv2D(nn.Conv2D):
     """nn.Conv2D with the same parameters, names and results, faster on a CPU: the bias added as
     [C,1,1] rather than paddle's slow [1,C,1,1] path (bench.py). Checkpoints are interchangeable."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias_attr=False)
-        self.bias = self.create_parameter([out_channels], is_bias=True)  # after the weight, as nn.Conv2D
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         bias_attr=False)
+        # created after the weight, as in nn.Conv2D
+        self.bias = self.create_parameter([out_channels], is_bias=True)
         self.conv_args = {'stride': stride, 'padding': padding}
 
     def forward(self, x):
@@ -123,7 +137,8 @@ class Conv2D(nn.Conv2D):
 
 
 class MNISTCNN(nn.Layer):
-    """conv(1->20, 5x5, pad 2)+ReLU -> maxpool 2 -> conv(20->20, 5x5, pad 2)+ReLU -> maxpool 2 -> fc.
+    """conv(1->20, 5x5, pad 2)+ReLU -> maxpool 2 -> conv(20->20, 5x5, pad 2)+ReLU -> maxpool 2
+    -> fc.
     28x28 -> 28x28 -> 14x14 -> 14x14 -> 7x7, so the fc sees 20*7*7 = 980 values.
     outputs=10: class scores for softmax + cross-entropy; outputs=1: the digit as a number (MSE)."""
 
@@ -149,7 +164,8 @@ def build_model(cfg):
 def check_layers(model, images, seed, out, shapes=True, content=False):
     """八: one batch through the layers. shapes: print every parameter's and layer output's shape.
     content: print a corner of one feature map per layer, and draw every kernel (kernels.png) and
-    every channel of the first image's feature maps (feature_maps.png). The channel comes from the seed."""
+    every channel of the first image's feature maps (feature_maps.png). The channel shown comes
+    from the seed."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
@@ -178,11 +194,12 @@ def check_layers(model, images, seed, out, shapes=True, content=False):
         plots.feature_maps_figure(os.path.join(out, 'feature_maps.png'), images[0], feature_maps)
 
 
-# ---- 4. loss (五) and optimizer (六) ------------------------------------------------------------------
+# ---- 4. loss (五) and optimizer (六) ------------------------------------------------------------
 
 def loss_and_correct(output, labels, loss_kind):
     """The batch's mean loss and how many images it got right. ce: output holds 10 class scores
-    (cross_entropy applies the softmax itself, the stable form); mse: output is the digit as a number."""
+    (cross_entropy applies the softmax itself, the stable form); mse: output is the digit as a
+    number."""
     if loss_kind == 'ce':
         loss, predicted = F.cross_entropy(output, labels), output.argmax(axis=1)
     else:
@@ -195,8 +212,8 @@ def build_optimizer(cfg, parameters):
     """(optimizer, LR scheduler or None): 六's optimizers, 八's L2 decay, 九's decaying rate."""
     scheduler = None
     if cfg['schedule'] == 'poly':  # from lr down to lr/10, linearly over all the run's steps
-        scheduler = paddle.optimizer.lr.PolynomialDecay(cfg['lr'], decay_steps=cfg['schedule_steps'],
-                                                        end_lr=cfg['lr'] / 10)
+        scheduler = paddle.optimizer.lr.PolynomialDecay(
+            cfg['lr'], decay_steps=cfg['schedule_steps'], end_lr=cfg['lr'] / 10)
     l2 = paddle.regularizer.L2Decay(cfg['l2']) if cfg['l2'] else None
     optimizers = {'sgd': paddle.optimizer.SGD, 'adagrad': paddle.optimizer.Adagrad,
                   'adam': paddle.optimizer.Adam,
@@ -206,15 +223,17 @@ def build_optimizer(cfg, parameters):
     return optimizer, scheduler
 
 
-# ---- 5. the training loop -------------------------------------------------------------------------------
+# ---- 5. the training loop -----------------------------------------------------------------------
 
 def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
-    with validation and a checkpoint after every epoch. Returns every batch's loss and each epoch's row."""
+    with validation and a checkpoint after every epoch. Returns every batch's loss and each
+    epoch's row."""
     train_loader, valid_loader, _ = loaders
     sampler = train_loader.batch_sampler
-    net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model  # 七: sums the gradients
-    # the tracker keeps the figures (metrics.json, plots, VisualDL) and turns Ctrl-C into a safe stop
+    # 七: with data-parallel workers, DataParallel sums the gradients
+    net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model
+    # the tracker keeps the figures (metrics.json, plots, VisualDL); Ctrl-C becomes a safe stop
     with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
@@ -224,22 +243,24 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
             for batch_id, (images, labels) in enumerate(train_loader, start=first):
                 output = net(images)  # forward pass (前向计算)
                 loss, correct = loss_and_correct(output, labels, cfg['loss'])
-                loss = loss * sampler.share_weight(batch_id)  # 七: 1.0 unless workers' shares differ
+                # 七: 1.0 unless the workers' shares of this batch differ
+                loss = loss * sampler.share_weight(batch_id)
                 loss.backward()  # backward pass: the gradient of every parameter (反向传播)
                 optimizer.step()  # update the parameters (六)
                 optimizer.clear_grad()
                 if scheduler is not None:
                     scheduler.step()  # the next step's learning rate (九)
                 tracker.record_batch(batch_id, loss, correct, len(labels))
-                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, earlier checkpoints intact
+                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, checkpoints intact
                 tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
                 if batch_id % cfg['log_every'] == 0:
                     tracker.print_progress()
             valid = evaluate(model, valid_loader, cfg['loss'])  # 八: images it never trains on
             position = tracker.end_epoch(valid)
-            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer,
-                             position)  # 九: model, optimizer and where to continue
-            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
+            prefix = os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}')
+            # 九: the model, the optimizer and where to continue
+            checkpoints.save(prefix, model, optimizer, position)
+            tracker.stop_if_interrupted()  # Ctrl-C in the last batch or validation: stop here
     return tracker.record
 
 
@@ -275,7 +296,7 @@ def finish(model, loaders, cfg, record, device, wall_start, extra=None):
     return progress.finish(model, result, cfg, record, device, wall_start, 'CNN', extra)
 
 
-# ---- 6. main -----------------------------------------------------------------------------------------
+# ---- 6. main ------------------------------------------------------------------------------------
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
@@ -284,7 +305,8 @@ def main(argv=None):
     wall_start = time.perf_counter()
     device = common.select_device(args.device)  # 七: CPU or GPU, and the data-parallel workers
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
-    cfg = common.new_config(args, NAME, SCRIPT, source, splits, ignore=('check_shape', 'check_content'))
+    cfg = common.new_config(args, NAME, SCRIPT, source, splits,
+                            ignore=('check_shape', 'check_content'))
     loaders = make_loaders(splits, cfg)
     check_writable(args.out, args.ckpt_dir)  # a bad path fails now, not after an epoch
     # 九: one run at a time writes the checkpoint folder; a fresh name scope gives parameters and

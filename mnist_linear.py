@@ -35,20 +35,26 @@ NAME, SCRIPT = 'linear', 'mnist_linear'  # checkpoints: checkpoint/linear_epoch{
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--epochs', type=common.positive_int, default=10, help='passes over the training split')
-    parser.add_argument('--batch-size', type=common.positive_int, default=100, help='images per step')
-    parser.add_argument('--lr', type=common.positive_float, default=0.001, help='learning rate of plain SGD')
-    parser.add_argument('--seed', type=int, default=0, help='the initial weights and every epoch\'s order derive from it')
+    parser.add_argument('--epochs', type=common.positive_int, default=10,
+                        help='passes over the training split')
+    parser.add_argument('--batch-size', type=common.positive_int, default=100,
+                        help='images per step')
+    parser.add_argument('--lr', type=common.positive_float, default=0.001,
+                        help='learning rate of plain SGD')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='the initial weights and every epoch\'s order derive from it')
     parser.add_argument('--loss', default='mse', choices=['mse', 'ce'],
-                        help='mse: one output, the digit as a number (二); ce: 10 class scores, softmax + cross-entropy (五)')
+                        help='mse: one output, the digit as a number (二); '
+                             'ce: 10 class scores, softmax + cross-entropy (五)')
     parser.add_argument('--num-workers', type=common.non_negative_int, default=0,
-                        help='DataLoader processes preparing batches ahead (三); 0 = in the training process')
+                        help='DataLoader processes preparing batches ahead (三); '
+                             '0 = in the training process')
     common.add_run_args(parser, out='runs/linear')
     predict.add_args(parser)
     return parser
 
 
-# ---- 2. data (三) ---------------------------------------------------------------------------------
+# ---- 2. data (三) -------------------------------------------------------------------------------
 
 class MNISTDataset(paddle.io.Dataset):
     """One split as a map-style dataset: dataset[i] is (image float32 [1,28,28], label int64)."""
@@ -68,14 +74,15 @@ def make_loaders(splits, cfg):
     in file order, 500 at a time."""
     train_set = MNISTDataset(*splits['train'])
     sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'])
-    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg['num_workers'],
-                                        use_shared_memory=False)  # workers send batches by pipe, not /dev/shm
+    # DataLoader workers (--num-workers) send batches by pipe, not through /dev/shm
+    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler,
+                                        num_workers=cfg['num_workers'], use_shared_memory=False)
     valid_loader = paddle.io.DataLoader(MNISTDataset(*splits['valid']), batch_size=500)
     eval_loader = paddle.io.DataLoader(MNISTDataset(*splits['eval']), batch_size=500)
     return train_loader, valid_loader, eval_loader
 
 
-# ---- 3. model (二) --------------------------------------------------------------------------------
+# ---- 3. model (二) ------------------------------------------------------------------------------
 
 class MNISTLinear(nn.Layer):
     """784 pixels -> 1 number (mse) or 10 class scores (ce), no hidden layer."""
@@ -92,7 +99,7 @@ def build_model(cfg):
     return MNISTLinear(outputs=10 if cfg['loss'] == 'ce' else 1)
 
 
-# ---- 4. loss and optimizer ---------------------------------------------------------------------
+# ---- 4. loss and optimizer ----------------------------------------------------------------------
 
 def loss_and_correct(output, labels, loss_kind):
     """The batch's mean loss and how many images it got right. mse: the output is the digit as a
@@ -110,17 +117,18 @@ def build_optimizer(cfg, parameters):
     return paddle.optimizer.SGD(learning_rate=cfg['lr'], parameters=parameters), None
 
 
-# ---- 5. the training loop -------------------------------------------------------------------------
+# ---- 5. the training loop -----------------------------------------------------------------------
 
 def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
     with validation and a checkpoint after every epoch (scheduler: unused, SGD keeps its rate)."""
     train_loader, valid_loader, _ = loaders
-    # the tracker keeps the figures (metrics.json, plots, VisualDL) and turns Ctrl-C into a safe stop
+    # the tracker keeps the figures (metrics.json, plots, VisualDL); Ctrl-C becomes a safe stop
     with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
-            train_loader.batch_sampler.set_epoch(epoch, first)  # this epoch's order, from (seed, epoch)
+            # this epoch's order, from (seed, epoch)
+            train_loader.batch_sampler.set_epoch(epoch, first)
             model.train()
             for batch_id, (images, labels) in enumerate(train_loader, start=first):
                 output = model(images)  # forward pass
@@ -129,15 +137,16 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
                 optimizer.step()  # w <- w - lr * gradient
                 optimizer.clear_grad()
                 tracker.record_batch(batch_id, loss, correct, len(labels))
-                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, earlier checkpoints intact
+                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, checkpoints intact
                 tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
                 if batch_id % cfg['log_every'] == 0:
                     tracker.print_progress()
             valid = evaluate(model, valid_loader, cfg['loss'])
             position = tracker.end_epoch(valid)
-            checkpoints.save(os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}'), model, optimizer,
-                             position)  # model, optimizer and where to continue (九)
-            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
+            prefix = os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}')
+            # 九: the model, the optimizer and where to continue
+            checkpoints.save(prefix, model, optimizer, position)
+            tracker.stop_if_interrupted()  # Ctrl-C in the last batch or validation: stop here
     return tracker.record
 
 
@@ -170,7 +179,8 @@ def finish(model, loaders, cfg, record, device, wall_start, extra=None):
     result = evaluate(model, loaders[2], cfg['loss'])
     per_digit = progress.save_mistakes_and_confusion(model, loaders[2], cfg['loss'], cfg['out'])
     extra = dict(extra or {}, eval_acc_per_digit=per_digit)
-    return progress.finish(model, result, cfg, record, device, wall_start, f'linear ({cfg["loss"]})', extra)
+    title = f'linear ({cfg["loss"]})'
+    return progress.finish(model, result, cfg, record, device, wall_start, title, extra)
 
 
 @paddle.no_grad()
@@ -178,12 +188,14 @@ def show_predictions(model, images, labels, loss_kind, count=10):
     """A few predictions next to their labels, as the tutorial prints them."""
     model.eval()
     output = model(paddle.to_tensor(images[:count])).numpy()
-    for guess, label in zip(output.argmax(axis=1) if loss_kind == 'ce' else output[:, 0], labels[:count]):
-        shown = f'{guess:d}' if loss_kind == 'ce' else f'{guess:6.2f} -> {int(np.clip(np.round(guess), 0, 9))}'
+    guesses = output.argmax(axis=1) if loss_kind == 'ce' else output[:, 0]
+    for guess, label in zip(guesses, labels[:count]):
+        rounded = int(np.clip(np.round(guess), 0, 9))
+        shown = f'{guess:d}' if loss_kind == 'ce' else f'{guess:6.2f} -> {rounded}'
         print(f'  label {label}: predicted {shown}')
 
 
-# ---- 6. main -----------------------------------------------------------------------------------------
+# ---- 6. main ------------------------------------------------------------------------------------
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
