@@ -7,27 +7,19 @@ of both files. Every file is written to a temporary name, flushed and renamed; t
 So a checkpoint whose json verifies is complete, and its two files belong together.
 """
 import contextlib
-import hashlib
 import json
 import os
+import shutil
 import warnings
 
 import common
 from errors import UserError, fail
-from safe_files import atomic_write, write_error, write_json
+from safe_files import atomic_write, file_hash, write_error, write_json
 
 import paddle
 from filelock import FileLock, Timeout
 
 FORMAT = 2  # the checkpoint json's layout; 1 was written before the scripts showed their own loop
-
-def file_digest(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def save(prefix, model, optimizer, meta):
     """prefix.pdparams (model), prefix.pdopt (optimizer + LR schedule), then prefix.json. Only
@@ -45,7 +37,7 @@ def save(prefix, model, optimizer, meta):
             with warnings.catch_warnings():
                 warnings.filterwarnings('ignore', message='The input state dict is empty')
                 atomic_write(f'{prefix}.{ext}', lambda tmp, state=state: paddle.save(state, tmp))
-            hashes[ext] = file_digest(f'{prefix}.{ext}')
+            hashes[ext] = file_hash(f'{prefix}.{ext}')
         write_json(prefix + '.json', dict(meta, format=FORMAT, files=hashes))
     except UserError:
         remove_if_incomplete(prefix)
@@ -96,7 +88,7 @@ def read_meta(prefix):
         if not os.path.isfile(path):
             fail(f'{path} is missing: the checkpoint {prefix} needs both its .pdparams and '
                  f'.pdopt files')
-        if file_digest(path) != digest:
+        if file_hash(path) != digest:
             fail(f'{path} is damaged or belongs to another run (its sha256 differs from the one '
                  f'recorded in {meta_path}); resume from another checkpoint')
     return meta
@@ -167,39 +159,62 @@ def load_optimizer(optimizer, path):
         fail(f'{path} does not fit this optimizer ({e}); it is from another model or optimizer')
 
 
-def move_aside_other_runs(ckpt_dir, cfg, interrupted_too=False):
-    """Before a new run writes NAME_epoch{N} into ckpt_dir: the checkpoints another run left there
-    under the same NAME move to ckpt_dir/previous/<run id>/ (one line says so), so the folder holds
-    one run and nothing is lost. A run whose newest checkpoint is NAME_interrupted (stopped by
-    Ctrl-C, not yet resumed) stays where `resume.py` finds it, and the new run stops with one
-    sentence, unless interrupted_too (--overwrite). Data-parallel: rank 0 acts."""
-    if common.rank_and_world()[0] != 0:
-        return
-    others = {}
-    for _, prefix, meta in list_checkpoints(ckpt_dir):
+def earlier_runs(ckpt_dir, cfg):
+    """{run id: its checkpoint prefixes, oldest first} of the other runs under this run's NAME."""
+    runs = {}
+    for _, prefix, meta in list_checkpoints(ckpt_dir):  # sorted by training step
         mine = os.path.basename(prefix).startswith(cfg['name'] + '_')
         if mine and meta.get('run_id') != cfg['run_id']:
-            others.setdefault(meta.get('run_id'), []).append(prefix)
-    for run_id, prefixes in others.items():
-        newest = prefixes[-1]  # list_checkpoints sorts by training step
-        if newest.endswith('_interrupted') and not interrupted_too:
-            fail(f'{newest} is an interrupted run; continue it with '
-                 f'`python resume.py --ckpt {newest}`, or pass --overwrite to move it aside and '
-                 f'start anew')
+            runs.setdefault(meta.get('run_id'), []).append((prefix, meta))
+    return runs
+
+
+def refuse_if_unfinished_run(ckpt_dir, cfg):
+    """A run in ckpt_dir that stopped before its last epoch (Ctrl-C, a kill) is continued with
+    resume.py, not silently replaced: stop with one sentence (--overwrite moves it aside)."""
+    if common.rank_and_world()[0] != 0:
+        return
+    for saved in earlier_runs(ckpt_dir, cfg).values():
+        prefix, meta = saved[-1]
+        if prefix.endswith('_interrupted') or meta['next_epoch'] < meta['config']['epochs']:
+            fail(f'{prefix} is the newest checkpoint of an unfinished run; continue it with '
+                 f'`python resume.py --ckpt {prefix}`, or pass --overwrite to move it aside '
+                 f'and start anew')
+
+
+def move_aside_earlier_runs(ckpt_dir, cfg):
+    """Before a new run writes NAME_epoch{N} into ckpt_dir, the checkpoints other runs left there
+    under the same NAME move to ckpt_dir/previous/<run id>/ (one line says so): the folder holds
+    one run, and nothing is lost. Each checkpoint is linked into place first and its json removed
+    first, so a kill midway leaves it whole in one folder or the other. Data-parallel: rank 0."""
+    if common.rank_and_world()[0] != 0:
+        return
+    for run_id, saved in earlier_runs(ckpt_dir, cfg).items():
         target = os.path.join(ckpt_dir, 'previous', str(run_id))
         try:
             os.makedirs(target, exist_ok=True)
-            for prefix in prefixes:
-                # the json last: it makes a checkpoint whole
-                for ext in ('pdparams', 'pdopt', 'json'):
+            for prefix, _ in saved:
+                moved = os.path.join(target, os.path.basename(prefix))
+                for ext in ('pdparams', 'pdopt', 'json'):  # the json last: it makes one whole
                     if os.path.isfile(f'{prefix}.{ext}'):
-                        os.replace(f'{prefix}.{ext}',
-                                   os.path.join(target, os.path.basename(prefix) + '.' + ext))
+                        link_or_copy(f'{prefix}.{ext}', f'{moved}.{ext}')
+                for ext in ('json', 'pdparams', 'pdopt'):  # the json first: no half checkpoint
+                    if os.path.isfile(f'{prefix}.{ext}'):
+                        os.remove(f'{prefix}.{ext}')
         except OSError as e:
             fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; '
                  f'move or delete them yourself, or pass another --ckpt-dir')
-        print(f'note: {ckpt_dir} held {len(prefixes)} checkpoint(s) of an earlier run; '
+        print(f'note: {ckpt_dir} held {len(saved)} checkpoint(s) of an earlier run; '
               f'moved to {target}')
+
+
+def link_or_copy(source, target):
+    if os.path.exists(target):
+        os.remove(target)
+    try:
+        os.link(source, target)  # the same bytes, no copy (NTFS too)
+    except OSError:
+        shutil.copy2(source, target)  # a file system without hard links
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import uuid
 import numpy as np
 
 import downloads
-from errors import UserError, fail, run_main  # noqa: F401 (the scripts use them as common.*)
+from errors import Stopped, UserError, fail, run_main  # noqa: F401 (used as common.*)
 
 # ---- command line -----------------------------------------------------------------------------
 
@@ -51,7 +51,7 @@ def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
     parser.add_argument('--ckpt-dir', default=ckpt_dir, help='folder for the per-epoch checkpoints')
     if new_run:  # resume.py takes these from the checkpoint
         parser.add_argument('--overwrite', action='store_true',
-                            help='allow replacing another run\'s checkpoints')
+                            help='also move aside an unfinished earlier run')
         parser.add_argument('--train-limit', type=positive_int,
                             help='train on the first N training images only')
     parser.add_argument('--log-every', type=positive_int, default=100,
@@ -76,7 +76,10 @@ def parse_args(parser, argv=None):
 
     def error(message):
         fail(f'{message}; see main([\'--help\'])')
-    parser.error = error
+
+    def exit(status=0, message=None):  # after --help: no SystemExit in the kernel
+        raise Stopped(message or '')
+    parser.error, parser.exit = error, exit
     return parser.parse_args([] if argv is None else list(argv))
 
 

@@ -24,3 +24,10 @@ def run_main(main_fn, argv=None):  # a UserError becomes one 'error: ...' line a
     except UserError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         raise SystemExit(1)
+
+
+class Stopped(Exception):
+    """A run that stopped on purpose (Ctrl-C, --help) inside a notebook: its line, no traceback."""
+
+    def _render_traceback_(self):
+        return [str(self)]

@@ -1,4 +1,5 @@
-"""Boston housing: one linear model, by hand in numpy, then with PaddlePaddle (the course's start).
+"""Boston housing: one linear model, first by hand in numpy, then with PaddlePaddle \
+(the course's start).
 
 The data: 506 houses x 14 numbers (13 features, then the price in $1000s). Split 80/20 in file
 order; every column is min-max normalised with the TRAINING rows' min and max (kept to turn
@@ -31,13 +32,13 @@ HOUSING_URL = 'http://paddlemodels.bj.bcebos.com/uci_housing/housing.data'
 HOUSING_MD5 = 'd4accdce7a25600298819f8e28e8d593'  # as paddle.text.datasets.UCIHousing checks it
 COLUMNS = 14
 # (epochs, batch size, learning rate) per implementation, from the tutorial, except PaddlePaddle
-# SGD's 200 epochs: its 20 stop far from converged (test RMSE $14.6k, worse than the mean; 200:
-# $5.2k).
+# SGD's 200 epochs: its 20 stop far from converged (test RMSE $14.6k, worse than the mean;
+# 200: $5.2k).
 DEFAULTS = {('numpy', 'gd'): (1000, None, 0.01), ('numpy', 'sgd'): (50, 100, 0.1),
             ('paddle', 'gd'): (1000, None, 0.01), ('paddle', 'sgd'): (200, 10, 0.01)}
 
 
-# ---- config ---------------------------------------------------------------------------------
+# ---- config -------------------------------------------------------------------------------------
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
@@ -60,14 +61,14 @@ def build_parser():
     return parser
 
 
-# ---- data -----------------------------------------------------------------------------------
+# ---- data ---------------------------------------------------------------------------------------
 
 def find_housing(data_dir):
     if data_dir:
         path = os.path.join(data_dir, 'housing.data') if os.path.isdir(data_dir) else data_dir
         if not os.path.isfile(path):
-            common.fail(f'--data-dir {data_dir}: no housing.data there; pass the folder holding '
-                        f'it or the file')
+            common.fail(f'--data-dir {data_dir}: no housing.data there; '
+                        'pass the folder holding it or the file')
         return path
     if os.path.isfile(os.path.join('work', 'housing.data')):  # AI Studio's layout
         return os.path.join('work', 'housing.data')
@@ -83,8 +84,8 @@ def load_housing(path):
         with open(path) as f:
             values = np.array(f.read().split(), dtype=np.float64)
     except (ValueError, UnicodeDecodeError) as e:
-        common.fail(f'{path} holds something other than numbers ({e}); it is not the UCI '
-                    f'housing.data')
+        common.fail(f'{path} holds something other than numbers ({e}); '
+                    'it is not the UCI housing.data')
     if values.size == 0 or values.size % COLUMNS:
         common.fail(f'{path} holds {values.size} numbers, not a multiple of {COLUMNS} '
                     f'(13 features + price per house); it is damaged or another file')
@@ -105,7 +106,7 @@ def denormalise(values, mins, span, column=COLUMNS - 1):
     return np.asarray(values) * span[column] + mins[column]
 
 
-# ---- model 1: numpy, every step by hand -------------------------------------------------------
+# ---- the model, by hand in numpy (--impl paddle: housing_paddle.py) -----------------------------
 
 class Network:
     """z = x.w + b with MSE loss, its analytic gradient and a gradient-descent update."""
@@ -134,7 +135,7 @@ class Network:
         """Full-batch GD when batch_size is None, else mini-batch SGD shuffled by (seed, epoch).
         Returns the loss of every iteration."""
         losses = []
-        # a diverging run overflows: common.check_finite stops it with one sentence
+        # divergence is caught by common.check_finite
         with np.errstate(over='ignore', invalid='ignore'):
             for epoch in range(epochs):
                 if batch_size is None:
@@ -151,7 +152,7 @@ class Network:
         return losses
 
 
-# ---- main: data, train, evaluate, save ---------------------------------------------------------
+# ---- main: data, train, evaluate, save ----------------------------------------------------------
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)

@@ -34,7 +34,7 @@ def train(model, data, epochs, lr, batch_size, seed):
     losses = []
     size = batch_size or len(data)
     for epoch in range(epochs):
-        order = common.epoch_order(len(data), seed, epoch)  # shuffled by (seed, epoch), as MNIST
+        order = common.epoch_order(len(data), seed, epoch)  # shuffled by (seed, epoch) as for MNIST
         for b in range(math.ceil(len(data) / size)):
             batch = data[order[b * size:(b + 1) * size]]
             x = paddle.to_tensor(batch[:, :-1], dtype='float32')  # 13 features

@@ -8,9 +8,12 @@
     5. the loop     forward, loss, backward, step; each epoch: validation (八) and a checkpoint (九)
     6. main         device (七), data, model, train, evaluate on the eval split, save, plots
 
-    python mnist_cnn.py --data-dir ../shared/data/mnist   # 5 epochs of the tutorial's final setup
-    python resume.py --ckpt checkpoint/mnist_epoch0       # continue from the end of epoch 0
-    python -m paddle.distributed.launch --nproc_per_node 2 mnist_cnn.py   # 七: two workers
+    # 5 epochs of the tutorial's final setup
+    python mnist_cnn.py --data-dir ../shared/data/mnist
+    # continue from the end of epoch 0
+    python resume.py --ckpt checkpoint/mnist_epoch0
+    # 七: two data-parallel workers
+    python -m paddle.distributed.launch --nproc_per_node 2 mnist_cnn.py
 """
 import argparse
 import os
@@ -104,9 +107,9 @@ class TrainSet(MNISTDataset):
 
 
 def make_loaders(splits, cfg):
-    """Training batches in an order that depends on (seed, epoch) alone, so a resumed run sees the
-    batches the interrupted one would have; validation and evaluation in file order, 500 at a
-    time."""
+    """Training batches in an order that depends on (seed, epoch) alone, so a resumed run sees
+    the batches the interrupted one would have; validation and evaluation in file order,
+    500 at a time."""
     rank, world_size = common.rank_and_world()
     train_set = TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
     sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'],
@@ -123,7 +126,8 @@ def make_loaders(splits, cfg):
 
 class Conv2D(nn.Conv2D):
     """nn.Conv2D with the same parameters, names and results, faster on a CPU: the bias added as
-    [C,1,1] rather than paddle's slow [1,C,1,1] path (bench.py). Checkpoints are interchangeable."""
+    [C,1,1] rather than paddle's slow [1,C,1,1] path (tools/bench.py). Checkpoints are
+    interchangeable."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
@@ -137,8 +141,8 @@ class Conv2D(nn.Conv2D):
 
 
 class MNISTCNN(nn.Layer):
-    """conv(1->20, 5x5, pad 2)+ReLU -> maxpool 2 -> conv(20->20, 5x5, pad 2)+ReLU -> maxpool 2
-    -> fc.
+    """conv(1->20, 5x5, pad 2)+ReLU -> maxpool 2
+    -> conv(20->20, 5x5, pad 2)+ReLU -> maxpool 2 -> fc.
     28x28 -> 28x28 -> 14x14 -> 14x14 -> 7x7, so the fc sees 20*7*7 = 980 values.
     outputs=10: class scores for softmax + cross-entropy; outputs=1: the digit as a number (MSE)."""
 
@@ -164,8 +168,8 @@ def build_model(cfg):
 def check_layers(model, images, seed, out, shapes=True, content=False):
     """八: one batch through the layers. shapes: print every parameter's and layer output's shape.
     content: print a corner of one feature map per layer, and draw every kernel (kernels.png) and
-    every channel of the first image's feature maps (feature_maps.png). The channel shown comes
-    from the seed."""
+    every channel of the first image's feature maps (feature_maps.png).
+    The channel comes from the seed."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
@@ -198,8 +202,8 @@ def check_layers(model, images, seed, out, shapes=True, content=False):
 
 def loss_and_correct(output, labels, loss_kind):
     """The batch's mean loss and how many images it got right. ce: output holds 10 class scores
-    (cross_entropy applies the softmax itself, the stable form); mse: output is the digit as a
-    number."""
+    (cross_entropy applies the softmax itself, the stable form);
+    mse: output is the digit as a number."""
     if loss_kind == 'ce':
         loss, predicted = F.cross_entropy(output, labels), output.argmax(axis=1)
     else:
@@ -212,8 +216,9 @@ def build_optimizer(cfg, parameters):
     """(optimizer, LR scheduler or None): 六's optimizers, 八's L2 decay, 九's decaying rate."""
     scheduler = None
     if cfg['schedule'] == 'poly':  # from lr down to lr/10, linearly over all the run's steps
-        scheduler = paddle.optimizer.lr.PolynomialDecay(
-            cfg['lr'], decay_steps=cfg['schedule_steps'], end_lr=cfg['lr'] / 10)
+        scheduler = paddle.optimizer.lr.PolynomialDecay(cfg['lr'],
+                                                        decay_steps=cfg['schedule_steps'],
+                                                        end_lr=cfg['lr'] / 10)
     l2 = paddle.regularizer.L2Decay(cfg['l2']) if cfg['l2'] else None
     optimizers = {'sgd': paddle.optimizer.SGD, 'adagrad': paddle.optimizer.Adagrad,
                   'adam': paddle.optimizer.Adam,
@@ -227,11 +232,12 @@ def build_optimizer(cfg, parameters):
 
 def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
-    with validation and a checkpoint after every epoch. Returns every batch's loss and each
-    epoch's row."""
+    with validation and a checkpoint after every epoch.
+    Returns every batch's loss and each epoch's row."""
     train_loader, valid_loader, _ = loaders
     sampler = train_loader.batch_sampler
-    # 七: with data-parallel workers, DataParallel sums the gradients
+    # 七: with data-parallel workers, DataParallel averages their gradients (share_weight below
+    # keeps that average the global batch's mean)
     net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model
     # the tracker keeps the figures (metrics.json, plots, VisualDL); Ctrl-C becomes a safe stop
     with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
@@ -251,7 +257,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
                 if scheduler is not None:
                     scheduler.step()  # the next step's learning rate (九)
                 tracker.record_batch(batch_id, loss, correct, len(labels))
-                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, checkpoints intact
+                tracker.stop_if_diverged()  # NaN or infinite loss: stop, earlier checkpoints intact
                 tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
                 if batch_id % cfg['log_every'] == 0:
                     tracker.print_progress()
@@ -260,7 +266,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
             prefix = os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}')
             # 九: the model, the optimizer and where to continue
             checkpoints.save(prefix, model, optimizer, position)
-            tracker.stop_if_interrupted()  # Ctrl-C in the last batch or validation: stop here
+            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
     return tracker.record
 
 
@@ -312,7 +318,9 @@ def main(argv=None):
     # 九: one run at a time writes the checkpoint folder; a fresh name scope gives parameters and
     # optimizer state the same names in every run, so checkpoints load
     with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
-        checkpoints.move_aside_other_runs(args.ckpt_dir, cfg, interrupted_too=args.overwrite)
+        if not args.overwrite:  # a run stopped before its last epoch is resumed, not replaced
+            checkpoints.refuse_if_unfinished_run(args.ckpt_dir, cfg)
+        checkpoints.move_aside_earlier_runs(args.ckpt_dir, cfg)  # to checkpoint/previous/<run>/
         paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
         optimizer, scheduler = build_optimizer(cfg, model.parameters())

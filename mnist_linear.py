@@ -99,7 +99,7 @@ def build_model(cfg):
     return MNISTLinear(outputs=10 if cfg['loss'] == 'ce' else 1)
 
 
-# ---- 4. loss and optimizer ----------------------------------------------------------------------
+# ---- 4. loss and optimizer ---------------------------------------------------------------------
 
 def loss_and_correct(output, labels, loss_kind):
     """The batch's mean loss and how many images it got right. mse: the output is the digit as a
@@ -137,7 +137,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
                 optimizer.step()  # w <- w - lr * gradient
                 optimizer.clear_grad()
                 tracker.record_batch(batch_id, loss, correct, len(labels))
-                tracker.stop_if_diverged()  # a NaN or infinite loss: stop, checkpoints intact
+                tracker.stop_if_diverged()  # NaN or infinite loss: stop, earlier checkpoints intact
                 tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
                 if batch_id % cfg['log_every'] == 0:
                     tracker.print_progress()
@@ -146,7 +146,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
             prefix = os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}')
             # 九: the model, the optimizer and where to continue
             checkpoints.save(prefix, model, optimizer, position)
-            tracker.stop_if_interrupted()  # Ctrl-C in the last batch or validation: stop here
+            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
     return tracker.record
 
 
@@ -190,8 +190,8 @@ def show_predictions(model, images, labels, loss_kind, count=10):
     output = model(paddle.to_tensor(images[:count])).numpy()
     guesses = output.argmax(axis=1) if loss_kind == 'ce' else output[:, 0]
     for guess, label in zip(guesses, labels[:count]):
-        rounded = int(np.clip(np.round(guess), 0, 9))
-        shown = f'{guess:d}' if loss_kind == 'ce' else f'{guess:6.2f} -> {rounded}'
+        shown = (f'{guess:d}' if loss_kind == 'ce'
+                 else f'{guess:6.2f} -> {int(np.clip(np.round(guess), 0, 9))}')
         print(f'  label {label}: predicted {shown}')
 
 
@@ -213,7 +213,9 @@ def main(argv=None):
     # 九: one run at a time writes the checkpoint folder; a fresh name scope gives parameters and
     # optimizer state the same names in every run, so checkpoints load
     with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
-        checkpoints.move_aside_other_runs(args.ckpt_dir, cfg, interrupted_too=args.overwrite)
+        if not args.overwrite:  # a run stopped before its last epoch is resumed, not replaced
+            checkpoints.refuse_if_unfinished_run(args.ckpt_dir, cfg)
+        checkpoints.move_aside_earlier_runs(args.ckpt_dir, cfg)  # to checkpoint/previous/<run>/
         paddle.seed(args.seed)  # the same seed, the same initial weights
         model = build_model(cfg)
         optimizer, scheduler = build_optimizer(cfg, model.parameters())

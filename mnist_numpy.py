@@ -4,8 +4,8 @@ Forward pass, softmax cross-entropy, backpropagation and the SGD update, every l
 784 pixels -> 128 sigmoid units -> 10 class scores, mini-batches of 100 at lr 0.1, 5 epochs.
 It works on a whole batch at once (the reference trains one image at a time), and its hidden
 layer's gradient multiplies by the sigmoid's derivative (the reference adds it: a bug). Batches
-come in the same (seed, epoch) order as the PaddlePaddle scripts'. No checkpoints: a run takes
-seconds. It needs numpy and matplotlib alone, no PaddlePaddle.
+come in the same (seed, epoch) order as the PaddlePaddle scripts'.
+No checkpoints: a run takes seconds.
 
     python mnist_numpy.py --data-dir ../shared/data/mnist-mini
 """
@@ -29,20 +29,23 @@ NAME, SCRIPT = 'numpy', 'mnist_numpy'
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument
-    add('--epochs', type=common.positive_int, default=5, help='passes over the training split')
-    add('--batch-size', type=common.positive_int, default=100, help='images per step')
-    add('--lr', type=common.positive_float, default=0.1, help='learning rate')
-    add('--seed', type=int, default=0,
-        help='the initial weights and every epoch\'s order derive from it')
-    add('--hidden', type=common.positive_int, default=128, help='hidden units')
-    add('--data-dir',
-        help='folder with the four MNIST idx files or mnist.json.gz (as mnist_cnn.py)')
-    add('--train-limit', type=common.positive_int,
-        help='train on the first N training images only')
-    add('--out', default='runs/numpy', help='run folder: metrics.json, plots, model.npz')
-    add('--log-every', type=common.positive_int, default=100,
-        help='a progress line every N batches')
+    parser.add_argument('--epochs', type=common.positive_int, default=5,
+                        help='passes over the training split')
+    parser.add_argument('--batch-size', type=common.positive_int, default=100,
+                        help='images per step')
+    parser.add_argument('--lr', type=common.positive_float, default=0.1, help='learning rate')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='the initial weights and every epoch\'s order derive from it')
+    parser.add_argument('--hidden', type=common.positive_int, default=128, help='hidden units')
+    parser.add_argument('--data-dir',
+                        help='folder with the four MNIST idx files or mnist.json.gz '
+                             '(as mnist_cnn.py)')
+    parser.add_argument('--train-limit', type=common.positive_int,
+                        help='train on the first N training images only')
+    parser.add_argument('--out', default='runs/numpy',
+                        help='run folder: metrics.json, plots, model.npz')
+    parser.add_argument('--log-every', type=common.positive_int, default=100,
+                        help='a progress line every N batches')
     return parser
 
 
@@ -93,9 +96,8 @@ class NumpyMLP:
             x, y = flat(images[start:start + 1000]), labels[start:start + 1000]
             loss, right, _ = self.loss_and_gradients(x, y)
             losses, correct = losses + loss * len(y), correct + right
-        if not len(labels):
-            return {'loss': None, 'acc': None}
-        return {'loss': losses / len(labels), 'acc': correct / len(labels)}
+        return ({'loss': losses / len(labels), 'acc': correct / len(labels)} if len(labels)
+                else {'loss': None, 'acc': None})
 
 
 def flat(images):
@@ -120,8 +122,8 @@ def main(argv=None):
             x, y = flat(train_x[indices]), train_y[indices]
             loss, right, grads = net.loss_and_gradients(x, y)  # forward and backward, by hand
             if not math.isfinite(loss):
-                common.fail(f'the loss became {loss} at epoch {epoch}, batch {batch_id}: training '
-                            f'diverged; use a smaller learning rate than --lr {args.lr}')
+                common.fail(f'the loss became {loss} at epoch {epoch}, batch {batch_id}: '
+                            f'training diverged; use a smaller learning rate than --lr {args.lr}')
             net.step(grads, args.lr)  # w <- w - lr * gradient
             record['batch_losses'].append(loss)
             loss_sum, correct = loss_sum + loss * len(y), correct + right
@@ -130,14 +132,14 @@ def main(argv=None):
                       f'acc is {right / len(y):.2f}')
         seconds = time.perf_counter() - start
         valid = net.evaluate(*splits['valid'])
-        row = {'epoch': epoch, 'train_loss': loss_sum / len(train_y),
-               'train_acc': correct / len(train_y),
-               'valid_loss': valid['loss'], 'valid_acc': valid['acc'],
-               'samples_per_s': len(train_y) / seconds, 'seconds': seconds}
-        record['epochs'].append(row)
-        print(f'epoch {epoch}: train loss {row["train_loss"]:.4f} acc {row["train_acc"]:.4f} | '
+        record['epochs'].append({'epoch': epoch, 'train_loss': loss_sum / len(train_y),
+                                 'train_acc': correct / len(train_y),
+                                 'valid_loss': valid['loss'], 'valid_acc': valid['acc'],
+                                 'samples_per_s': len(train_y) / seconds, 'seconds': seconds})
+        print(f'epoch {epoch}: '
+              f'train loss {loss_sum / len(train_y):.4f} acc {correct / len(train_y):.4f} | '
               f'valid loss/acc {valid["loss"]:.4f} / {valid["acc"]:.4f} | '
-              f'{row["samples_per_s"]:.0f} samples/s')
+              f'{len(train_y) / seconds:.0f} samples/s')
     result = net.evaluate(*splits['eval'])
     print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f} '
           f'on {len(splits["eval"][1]):,} images')

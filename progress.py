@@ -33,6 +33,7 @@ import paddle
 
 import checkpoints
 import common
+import errors
 import plots
 from safe_files import write_json
 
@@ -64,6 +65,7 @@ class Tracker:
                        'workers': self.world_size,
                        'first_step': self.start_epoch * self.per_epoch + self.start_batch}
         self.stop_requested, self.handlers, self.visualdl = False, {}, None
+        self.stop_agreed = False  # all workers saw a Ctrl-C request (the same on every worker)
 
     # ---- life: signal handlers and the VisualDL log, for the duration of the training -------
     def __enter__(self):
@@ -93,8 +95,10 @@ class Tracker:
         if self.visualdl is not None:
             self.visualdl.close()
         if kind is Interrupted:
-            print(f'stopped; saved {error}.pdparams/.pdopt. Continue with: '
-                  f'python resume.py --ckpt {error}', file=sys.stderr, flush=True)
+            saved = f'stopped; saved {error}.pdparams/.pdopt. Continue with: '
+            if common.in_notebook():  # one line, and the command for a notebook
+                raise errors.Stopped(saved + f"resume.main(['--ckpt', '{error}'])") from None
+            print(saved + f'python resume.py --ckpt {error}', file=sys.stderr, flush=True)
             raise SystemExit(130)
         worker_died = (isinstance(error, (RuntimeError, OSError))
                        and not isinstance(error, common.UserError))
@@ -126,11 +130,14 @@ class Tracker:
         self.batch_id = batch_id
         self.pending.append((float(loss), correct, count))
         self.gathered = []
-        due = (batch_id + 1 - self.first) % self.gather_every == 0 or batch_id + 1 == self.per_epoch
+        # on the batches the loop prints (batch_id % log_every == 0) and on the epoch's last one
+        due = batch_id % self.gather_every == 0 or batch_id + 1 == self.per_epoch
         if not due:
             return
-        summed = all_reduce_sum([x for row in self.pending for x in row] + [self.stop_requested])
-        self.stop_requested = bool(summed.pop())
+        figures = [x for row in self.pending for x in row]  # (loss, correct, count) per batch
+        summed = all_reduce_sum(figures + [self.stop_requested])
+        # every worker decides on the same sum; a Ctrl-C that came during it counts next time
+        self.stop_agreed = summed.pop() > 0
         self.gathered = [summed[i:i + 3] for i in range(0, len(summed), 3)]
         self.first_gathered = batch_id + 1 - len(self.pending)
         self.pending = []
@@ -159,7 +166,7 @@ class Tracker:
     def save_and_stop_if_interrupted(self):
         """After Ctrl-C: save NAME_interrupted (weights, optimizer, where to continue) and stop. On
         the epoch's last batch the epoch is finished first, and its own checkpoint is the one."""
-        if self.stop_requested and self.gathered and self.batch_id + 1 < self.per_epoch:
+        if self.stop_agreed and self.gathered and self.batch_id + 1 < self.per_epoch:
             self.sums['seconds'] += time.perf_counter() - self.epoch_start
             prefix = os.path.join(self.cfg['ckpt_dir'], f'{self.cfg["name"]}_interrupted')
             position = self.position(self.epoch, self.epoch, self.batch_id + 1, self.sums)

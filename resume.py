@@ -126,7 +126,7 @@ def main(argv=None):
     loaders = script.make_loaders(splits, cfg)
     check_writable(cfg['out'], cfg['ckpt_dir'])  # a bad path fails now, not after an epoch
     with checkpoints.lock_folder(cfg['ckpt_dir']), paddle.utils.unique_name.guard():
-        checkpoints.move_aside_other_runs(cfg['ckpt_dir'], cfg)  # another run's, not this one's
+        checkpoints.move_aside_earlier_runs(cfg['ckpt_dir'], cfg)  # another run's, not this one's
         model = script.build_model(cfg)
         optimizer, scheduler = script.build_optimizer(cfg, model.parameters())
         checkpoints.load_model(model, prefix + '.pdparams')

@@ -6,6 +6,7 @@ renamed over the target. A kill or a full disk leaves the old file or the new on
 one.
 """
 import errno
+import hashlib
 import json
 import os
 
@@ -69,8 +70,18 @@ def check_writable(*folders):
     for folder in folders:
         try:
             os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, '.write-test'), 'w'):
+            probe = os.path.join(folder, f'.write-test{os.getpid()}')  # one per process
+            with open(probe, 'w'):
                 pass
-            os.remove(os.path.join(folder, '.write-test'))
+            os.remove(probe)
         except OSError as e:
             write_error(folder, e)
+
+
+def file_hash(path, algorithm='sha256'):
+    """The file's hash as hex (sha256 for checkpoints, md5 for the downloads' published sums)."""
+    h = hashlib.new(algorithm)
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()

@@ -5,10 +5,10 @@
    the project's .venv. If this Python lacks a package the script needs and ./.venv exists, the
    script runs again with .venv's Python (one line says so); with no .venv, one sentence says how
    to install. No traceback.
-2. CPU settings, read by PaddlePaddle's math libraries only when paddle is imported (bench.py
-   measures both):
-     OMP_NUM_THREADS=2 (at most the core count): 2 threads train ~30% faster than paddle's 1, with
-       the same losses;
+2. CPU settings, read by PaddlePaddle's math libraries only when paddle is imported
+   (tools/bench.py measures both):
+     OMP_NUM_THREADS=2 (at most the core count): 2 threads train 11-16% faster than paddle's 1,
+       with the same losses;
      MKL_DEBUG_CPU_TYPE=5 on AMD processors: Intel's MKL takes a slow generic path on them
        otherwise.
    A value the user set already wins. If paddle was imported before (a notebook cell that ran
@@ -95,7 +95,7 @@ def in_kernel():
     return 'ipykernel' in sys.modules
 
 
-def use_project_python(needs=('paddle', 'numpy', 'matplotlib')):
+def use_project_python(needs=('paddle', 'numpy', 'matplotlib', 'filelock')):
     """Re-run this script with .venv's Python when this one lacks a needed package (see above)."""
     missing = [name for name in needs if lacks(name)]
     if not missing:

@@ -60,16 +60,20 @@ def main(argv=None):
         common.fail(f'{prefix} is not a checkpoint of mnist_cnn.py; '
                     f'the tutorial\'s resume is about its CNN')
     cfg = dict(meta['config'], out=args.out, ckpt_dir=args.ckpt_dir, visualdl=None)
+    if cfg['schedule'] != 'poly':
+        common.fail(f'{prefix} was trained at a constant rate (--schedule constant): the '
+                    f'tutorial\'s resume restarts a decaying schedule; pass a checkpoint of a '
+                    f'poly run')
     device = common.select_device(cfg['device'])
     splits, _ = common.load_mnist_splits(cfg['data']['path'], cfg['train_limit'])
     train_loader, valid_loader, eval_loader = mnist_cnn.make_loaders(splits, cfg)
     if not args.keep_order:
         sampler = GlobalShuffleSampler(len(splits['train'][1]), cfg['batch_size'], cfg['seed'])
-        train_loader = paddle.io.DataLoader(mnist_cnn.TrainSet(*splits['train']),
-                                            batch_sampler=sampler)
+        train_set = mnist_cnn.TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
+        train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler)
     check_writable(args.out, args.ckpt_dir)
     with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
-        checkpoints.move_aside_other_runs(args.ckpt_dir, cfg, interrupted_too=True)
+        checkpoints.move_aside_earlier_runs(args.ckpt_dir, cfg)
         model = mnist_cnn.build_model(cfg)
         # a new schedule, at step 0
         optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())

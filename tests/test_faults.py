@@ -152,22 +152,33 @@ def test_a_new_run_moves_the_earlier_runs_checkpoints_aside(reference, run_scrip
     assert f'(run {now["run_id"]})' in proc.stdout
 
 
-def test_an_interrupted_run_is_never_moved_aside_silently(reference, run_script, idx_dir, tmp_path):
+def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, idx_dir, tmp_path):
+    """A run stopped by Ctrl-C (NAME_interrupted) or between epochs (a kill, or Ctrl-C during an
+    epoch's last batch: its newest checkpoint is mnist_epoch1 of 4) is resumed, not replaced: a new
+    run into its folder stops with one sentence and moves nothing; --overwrite moves it aside."""
     work = tmp_path / 'w'
     shutil.copytree(reference, work)
-    for ext in ('json', 'pdparams', 'pdopt'):  # the newest checkpoint of that run is an interrupted one
-        shutil.copy(work / 'checkpoint' / f'mnist_epoch3.{ext}', work / 'checkpoint' / f'mnist_interrupted.{ext}')
+    for ext in ('json', 'pdparams', 'pdopt'):  # the run stopped after epoch 1 of 4
+        for epoch in (2, 3):
+            os.remove(work / 'checkpoint' / f'mnist_epoch{epoch}.{ext}')
+    run_id = json.loads((work / 'checkpoint' / 'mnist_epoch1.json').read_text())['run_id']
+    listing = sorted(os.listdir(work / 'checkpoint'))
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
+    one_error(proc, 'mnist_epoch1 is the newest checkpoint of an unfinished run',
+              'python resume.py --ckpt', '--overwrite')
+    assert sorted(os.listdir(work / 'checkpoint')) == listing  # nothing moved, nothing written
+    for ext in ('json', 'pdparams', 'pdopt'):  # now stopped by Ctrl-C mid-epoch 2
+        shutil.copy(work / 'checkpoint' / f'mnist_epoch1.{ext}', work / 'checkpoint' / f'mnist_interrupted.{ext}')
     meta = json.loads((work / 'checkpoint' / 'mnist_interrupted.json').read_text())
     meta['global_step'] += 1
     (work / 'checkpoint' / 'mnist_interrupted.json').write_text(json.dumps(meta))
-    listing = sorted(os.listdir(work / 'checkpoint'))
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
-    one_error(proc, 'mnist_interrupted is an interrupted run', 'python resume.py --ckpt', '--overwrite')
-    assert sorted(os.listdir(work / 'checkpoint')) == listing  # nothing moved, nothing written
+    one_error(proc, 'mnist_interrupted is the newest checkpoint of an unfinished run')
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
                       '--overwrite', cwd=work)
     assert proc.returncode == 0, proc.stderr
-    assert (work / 'checkpoint' / 'previous' / meta['run_id'] / 'mnist_interrupted.json').exists()
+    moved = work / 'checkpoint' / 'previous' / run_id
+    assert (moved / 'mnist_interrupted.json').exists() and checkpoints.find(str(moved))[0].endswith('interrupted')
 
 
 def damaged_copy(reference, tmp_path):
@@ -205,7 +216,7 @@ def test_checkpoint_of_another_model_names_the_parameters(reference, run_script,
     work = damaged_copy(reference, tmp_path)
     shutil.copy(tmp_path / 'checkpoint' / 'mlp_epoch0.pdparams', work / 'mnist_epoch0.pdparams')
     meta = json.loads((work / 'mnist_epoch0.json').read_text())
-    meta['files']['pdparams'] = checkpoints.file_digest(str(work / 'mnist_epoch0.pdparams'))
+    meta['files']['pdparams'] = checkpoints.file_hash(str(work / 'mnist_epoch0.pdparams'))
     (work / 'mnist_epoch0.json').write_text(json.dumps(meta))
     proc = run_script('resume.py', '--ckpt', work / 'mnist_epoch0', cwd=tmp_path)
     assert proc.returncode == 1

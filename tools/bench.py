@@ -302,7 +302,8 @@ def spawn(args, worker, options, env_changes, python=sys.executable):
 
 
 def machine():
-    import startup
+    sys.path.insert(0, ROOT)
+    import startup  # standard library only: the driver itself never imports paddle
     cpu = startup.cpu_model()
     versions = {}
     for package in ('paddlepaddle', 'numpy'):
