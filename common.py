@@ -70,6 +70,7 @@ def parse_args(parser, argv=None):
     """argparse over argv; by default the command line. Inside a notebook kernel: nothing by
     default (the kernel's own flags, such as -f kernel.json, are not the script's), and a bad flag
     is one `error:` line (argparse's exit shows as a traceback there, or crashes IPython 8.18)."""
+    parser.allow_abbrev = False  # --ckpt is not silently --ckpt-dir
     if not in_notebook():
         return parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     parser.prog = 'main()'

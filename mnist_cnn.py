@@ -60,7 +60,8 @@ def build_parser():
         help='move training images up to N pixels')
     add('--check-shape', action='store_true',
         help='print each layer\'s parameter and output shapes (八)')
-    add('--check-content', action='store_true', help='print and draw kernels and feature maps (八)')
+    add('--check-content', action='store_true',
+        help='print and draw the untrained network\'s kernels and feature maps (八)')
     common.add_run_args(parser, out='runs/cnn')
     predict.add_args(parser)
     return parser

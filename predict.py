@@ -54,6 +54,9 @@ def predict_digit(model, image, loss_kind):
 def run(args, script, build_model):
     """--predict IMAGE: rebuild the model trained into --out (or --model) and classify one image."""
     prefix = checkpoints.checkpoint_prefix(args.model or os.path.join(args.out, 'model'))
+    if not os.path.isfile(prefix + '.pdparams'):
+        fail(f'no trained model at {prefix}.pdparams; train first (make cnn), or pass --model with '
+             f'a model file (runs/cnn/model.pdparams) or a checkpoint (checkpoint/mnist_epoch0)')
     meta = checkpoints.read_meta(prefix)
     if meta.get('script') != script:
         fail(f'{prefix}.pdparams was trained by {meta.get("script")}.py, not {script}.py; '

@@ -260,7 +260,9 @@ def finish(model, result, cfg, record, device, wall_start, title, extra=None):
     if common.rank_and_world()[0] == 0:
         write_json(os.path.join(cfg['out'], 'metrics.json'), metrics)
         plots.training_plots(metrics, cfg['out'], title)
-        pictures = sorted(name for name in os.listdir(cfg['out']) if name.endswith('.png'))
+        started = time.time() - metrics['wall_s'] - 1  # this run's pictures, not older ones
+        pictures = sorted(name for name in os.listdir(cfg['out']) if name.endswith('.png')
+                          and os.path.getmtime(os.path.join(cfg['out'], name)) >= started)
         print(f'wrote {cfg["out"]}/: metrics.json, model.pdparams, {", ".join(pictures)}')
     return metrics
 
