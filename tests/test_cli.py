@@ -95,7 +95,7 @@ def test_bad_flags(run_script, idx_dir, tmp_path, args, message):
 
 @pytest.mark.parametrize('args, message', [
     (['--data-dir', 'missing_folder'], 'error: --data-dir missing_folder does not exist'),
-    (['--predict', 'nothing.png', '--out', '.'], 'error: no checkpoint at'),
+    (['--predict', 'nothing.png', '--out', '.'], 'error: no trained model at'),
     (['--device', 'gpu'], 'error: --device gpu was asked for, but this PaddlePaddle has no CUDA'),
 ])
 def test_clear_errors(run_script, tmp_path, args, message):
