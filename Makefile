@@ -96,7 +96,7 @@ notebooks: $(STAMP)  ## write notebooks/<stage>.ipynb from the scripts (self-con
 lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (rules in ruff.toml)
 	$(PY) -m ruff check --no-cache .
 
-test: lint  ## lint, then the tests (offline, synthetic data, ~6 min on 2 cores; installs requirements-test.txt)
+test: lint  ## lint, then the tests (offline, synthetic data, ~9 min on 2 cores; installs requirements-test.txt)
 	$(PY) -m pytest -q tests
 
 compat: $(TEST_STAMP)  ## Python 3.9-3.13 pinned, PaddlePaddle 2.6.2/3.0.0/3.2.2 on 3.10: train, resume ==, predict, golden (~6 min + installs)
