@@ -2,8 +2,7 @@
 learner uploads a single .ipynb, and for Jupyter), generated from the scripts themselves.
 
     python tools/make_notebooks.py            # (re)write notebooks/*.ipynb (make notebooks)
-    python tools/make_notebooks.py --check    # exit 1 naming every notebook that differs from what
-                                              # would be written (a test and CI run this)
+    python tools/make_notebooks.py --check    # exit 1 naming each notebook that is out of date
 
 Each notebook, top to bottom:
   1. the script's docstring, and where the data goes (./work/ beside the notebook);
@@ -14,11 +13,9 @@ Each notebook, top to bottom:
      top-level functions and classes;
   4. a last cell in place of `if __name__ == '__main__':` that calls main(args) with the tutorial's
      settings (the flags' defaults): a mistake shows one sentence, as on the command line.
-notebooks/resume.ipynb (stage 九) holds resume.py's code, then trains mnist_cnn.py, resumes from the
-end of epoch 0 with identical losses, and resumes the tutorial's way (tutorial_resume.py).
-
-The output is deterministic (fixed cell ids and metadata, no outputs, no execution counts, JSON as
-nbformat writes it), so regenerating unchanged scripts gives identical bytes. Standard library only.
+notebooks/resume.ipynb (stage 九): resume.py's code; train mnist_cnn.py, resume from epoch 0 with
+identical losses, then the tutorial's way (tutorial_resume.py). The output is deterministic (fixed
+ids and metadata, no outputs, JSON as nbformat writes it): unchanged scripts give identical bytes.
 """
 import argparse
 import ast
