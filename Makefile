@@ -83,7 +83,8 @@ housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/hous
 	$(PY) housing.py --impl numpy --method sgd --out runs/housing-numpy-sgd $(HOUSING_FLAGS)
 	$(PY) housing.py --impl paddle --out runs/housing $(HOUSING_FLAGS)
 
-bench: $(STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (make bench-env first); results/bench.json
+bench: $(TEST_STAMP)  ## speed: ours vs the tutorial's way vs PyTorch (make bench-env first); results/bench.json
+	$(PY) -m pytest -q tests/test_bench.py
 	$(PY) tools/bench.py $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 bench-env:  ## PyTorch in its own environment (.venv-torch) for make bench, so it runs at its own defaults
@@ -96,14 +97,25 @@ notebooks: $(STAMP)  ## write notebooks/<stage>.ipynb from the scripts (self-con
 lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (rules in ruff.toml)
 	$(PY) -m ruff check --no-cache .
 
-test: lint  ## lint, then the tests (offline, synthetic data, ~9 min on 2 cores; installs requirements-test.txt)
-	$(PY) -m pytest -q tests
+# `make test` runs the tests in two pytest processes side by side: most of a test's time is a
+# script's start (paddle's import, one thread), so on 2 cores two at once take about half as long.
+# The first half's output follows the second's; the target fails if either half fails or runs no
+# test. Left out: tests/test_bench.py (`make bench` runs it) and the `install` test (.ci/run runs it).
+TESTS_FIRST_HALF = tests/test_readme.py tests/test_notebook.py tests/test_notebooks.py tests/test_golden.py \
+	tests/test_reliability.py tests/test_visualdl.py tests/test_plots.py tests/test_data.py tests/test_python_versions.py
+PYTEST = $(PY) -m pytest -q -rs -m "not install" $(PYTEST_ARGS)  # e.g. make test PYTEST_ARGS=--durations=30
 
-compat: $(TEST_STAMP)  ## Python 3.9-3.13 pinned, PaddlePaddle 2.6.2/3.0.0/3.2.2 on 3.10: train, resume ==, predict, golden (~6 min + installs)
-	$(PY) tests/compat.py
+test: lint  ## lint, then the tests (offline, synthetic data, ~5 min on 2 cores; installs requirements-test.txt)
+	@log=$$(mktemp); ($(PYTEST) $(TESTS_FIRST_HALF) > $$log 2>&1; echo $$? >> $$log.rc) & \
+	$(PYTEST) tests --ignore=tests/test_bench.py $(addprefix --ignore=,$(TESTS_FIRST_HALF)); second=$$?; \
+	wait; echo "---- $(TESTS_FIRST_HALF)"; cat $$log; first=$$(cat $$log.rc); rm -f $$log $$log.rc; \
+	test "$$first" = 0 && test "$$second" = 0
 
-golden: $(TEST_STAMP)  ## regenerate tests/golden/*.json deliberately (then review and commit the diff)
-	$(PY) tests/make_golden.py
+compat: $(TEST_STAMP)  ## Python 3.9-3.13 pinned, PaddlePaddle 2.6.2/3.0.0/3.2.2 on 3.10: train, resume ==, predict, golden (~6 min + installs); then an AI Studio stand-in, tests/compat_aistudio.py: mnist_cnn.ipynb + resume.ipynb in 3.10 venvs of only AI Studio's packages, paddle 3.2.2/2.6.2 (~3 min + installs)
+	$(PY) tests/compat.py; first=$$?; $(PY) tests/compat_aistudio.py && exit $$first
+
+golden: $(TEST_STAMP)  ## add this machine's entry to tests/golden/*.json (ARGS=--fresh: drop the others; review the diff)
+	$(PY) tests/make_golden.py $(ARGS)
 
 clean:  ## remove runs/, checkpoint/ and results/ (not .venv)
 	rm -rf runs checkpoint results

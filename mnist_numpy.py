@@ -5,7 +5,9 @@ Forward pass, softmax cross-entropy, backpropagation and the SGD update, every l
 It works on a whole batch at once (the reference trains one image at a time), and its hidden
 layer's gradient multiplies by the sigmoid's derivative (the reference adds it: a bug). Batches
 come in the same (seed, epoch) order as the PaddlePaddle scripts'.
-No checkpoints: a run takes seconds.
+No checkpoints: a run takes seconds. Then the course's chapter before backprop (its notebook 002):
+numerical gradients check backprop on one batch, are timed against it and take a few steps, and
+gradient_descent.png draws gradient descent on x0^2 + x1^2 (--no-numerical skips them).
 
     python mnist_numpy.py --data-dir ../shared/data/mnist-mini
 """
@@ -13,6 +15,7 @@ import argparse
 import math
 import os
 import time
+import timeit
 
 import startup
 startup.use_project_python(needs=('numpy', 'matplotlib'))  # numpy alone: no PaddlePaddle needed
@@ -42,15 +45,24 @@ def build_parser():
                              '(as mnist_cnn.py)')
     parser.add_argument('--train-limit', type=common.positive_int,
                         help='train on the first N training images only')
-    parser.add_argument('--out', default='runs/numpy',
+    parser.add_argument('--out', default=common.kept('runs/numpy'),
                         help='run folder: metrics.json, plots, model.npz')
     parser.add_argument('--log-every', type=common.positive_int, default=100,
                         help='a progress line every N batches')
+    parser.add_argument('--no-numerical', action='store_true',
+                        help="skip the course's numerical gradients (5-15 s), gradient_descent.png")
     return parser
 
 
 def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
+
+
+def softmax_cross_entropy(logits, y):
+    """The batch's mean cross-entropy, and the softmax probabilities backprop starts from."""
+    shifted = logits - logits.max(axis=1, keepdims=True)  # a stable softmax
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    return -np.log(probs[np.arange(len(y)), y]).mean(), probs
 
 
 class NumpyMLP:
@@ -70,13 +82,15 @@ class NumpyMLP:
         h = sigmoid(x @ p['w1'] + p['b1'])
         return h, h @ p['w2'] + p['b2']
 
+    def loss(self, x, y):
+        """The forward pass alone: what numerical gradients evaluate, twice per parameter."""
+        return float(softmax_cross_entropy(self.forward(x)[1], y)[0])
+
     def loss_and_gradients(self, x, y):
         """Mean cross-entropy over the batch, the number right, and every parameter's gradient."""
         h, logits = self.forward(x)
-        shifted = logits - logits.max(axis=1, keepdims=True)  # a stable softmax
-        probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+        loss, probs = softmax_cross_entropy(logits, y)
         n = len(y)
-        loss = -np.log(probs[np.arange(n), y]).mean()
         d_logits = probs.copy()
         d_logits[np.arange(n), y] -= 1.0  # d loss / d logits = softmax - one_hot, per image
         d_logits /= n
@@ -104,12 +118,103 @@ def flat(images):
     return images.reshape(len(images), -1).astype(np.float64)
 
 
+# Numerical gradients, the course's chapter before backprop (its notebook 002), beside backprop.
+
+def numerical_gradient(f, x, h=1e-4):
+    """df/dx for every entry of the array x by the central difference (f(x+h) - f(x-h)) / 2h.
+    Its error shrinks like h squared, the one-sided (f(x+h) - f(x)) / h's only like h; and a far
+    smaller h would lose the difference in rounding. x is changed in place and restored exactly."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        f_plus = f(x)
+        x[i] = old - h
+        f_minus = f(x)
+        x[i] = old
+        grad[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def numerical_gradients(net, x, y):
+    """Every parameter's gradient, two forward passes per number. The loss ignores f's argument:
+    that argument is the network's own array, changed in place (as the course's loss_W)."""
+    return {name: numerical_gradient(lambda _: net.loss(x, y), p) for name, p in net.params.items()}
+
+
+def gradient_check(net, x, y):
+    """The largest relative error of backprop against numerical gradients on one batch: for each
+    parameter its largest difference over its largest numerical gradient entry."""
+    numerical = numerical_gradients(net, x, y)
+    return max(float(np.abs(g - numerical[name]).max() / np.abs(numerical[name]).max())
+               for name, g in net.loss_and_gradients(x, y)[2].items())
+
+
+def numerical_beside_backprop(images, labels, lr, seed, hidden=10, batch=10, steps=3):
+    """The check, one gradient timed each way, a few steps each way, on a small network and a batch
+    drawn by a generator of its own: the training's batches and weights are untouched."""
+    pick = np.random.default_rng(seed).choice(len(labels), batch + 100)  # as the course: any
+    x, y = flat(images[pick[:batch]]), labels[pick[:batch]]
+    net, twin = NumpyMLP(hidden, seed), NumpyMLP(hidden, seed)  # the same weights
+    start = time.perf_counter()
+    error = gradient_check(net, x, y)  # one numerical gradient (and one backprop)
+    numerical_s = time.perf_counter() - start
+    backprop_s = timeit.timeit(lambda: net.loss_and_gradients(x, y), number=100) / 100
+    losses = {'numerical': [net.loss(x, y)], 'backprop': [twin.loss(x, y)]}
+    for _ in range(steps):  # net steps by numerical gradients, its twin by backprop
+        net.step(numerical_gradients(net, x, y), lr)
+        twin.step(twin.loss_and_gradients(x, y)[2], lr)
+        losses['numerical'].append(net.loss(x, y))
+        losses['backprop'].append(twin.loss(x, y))
+    # the course's 784-50-10 on 100 images: time its 50 hidden biases, scale to its 39,760 numbers
+    course, x100, y100 = NumpyMLP(50, seed), flat(images[pick[batch:]]), labels[pick[batch:]]
+    seconds = timeit.timeit(lambda: numerical_gradient(lambda _: course.loss(x100, y100),
+                                                       course.params['b1']), number=1)
+    course_minutes = seconds / 50 * (784 * 50 + 50 + 50 * 10 + 10) * 100 / 60  # 100 iterations
+    print(f'gradient check, 784-{hidden}-10 on {batch} images: largest relative error {error:.1e} '
+          f"(float64, h = 1e-4: below h squared = 1e-8; the reference's sigmoid bug: about 40)")
+    print(f'one gradient: numerical {numerical_s:.2f} s, backprop {backprop_s * 1e3:.2f} ms: '
+          f'backprop is {numerical_s / backprop_s:,.0f} times faster')
+    for way, values in losses.items():
+        print(f'loss, {steps} {way} steps at lr {lr}: ' + ' '.join(f'{v:.6f}' for v in values))
+    print(f"the course's 100 numerical steps (784-50-10, batch 100: 65 minutes there) would take "
+          f'about {course_minutes:.0f} minutes here')
+    return dict(hidden=hidden, images=batch, largest_relative_error=error, lr=lr,
+                numerical_s=numerical_s, backprop_s=backprop_s, course_minutes=course_minutes,
+                numerical_losses=losses['numerical'], backprop_losses=losses['backprop'])
+
+
+def gradient_descent_path(lr, start=(-3.0, 4.0), steps=100):
+    """The course's gradient descent on f(x) = x0^2 + x1^2 (lowest at 0, 0): every x it visits."""
+    path = [np.array(start, dtype=float)]
+    for _ in range(steps):
+        path.append(path[-1] - lr * numerical_gradient(lambda x: x[0] ** 2 + x[1] ** 2, path[-1]))
+    return np.array(path)
+
+
+def draw_gradient_descent(paths, png):
+    """gradient_descent.png: a panel per learning rate, the path of x over the contours of f."""
+    fig, axes = plots.pyplot().subplots(1, len(paths), figsize=(12, 4))
+    x0, x1 = np.meshgrid(np.linspace(-4.5, 4.5, 91), np.linspace(-4.5, 4.5, 91))
+    for ax, (lr, path) in zip(axes, paths.items()):
+        ax.contour(x0, x1, x0 ** 2 + x1 ** 2, levels=8, colors='0.8', linewidths=0.8)
+        ax.plot(path[:, 0], path[:, 1], 'o-', markersize=3, linewidth=1)
+        ax.set(aspect='equal', xlabel='x0', ylabel='x1')
+        ax.set_title(f'lr {lr}: {len(path) - 1} steps end at ({path[-1, 0]:.2g}, '
+                     f'{path[-1, 1]:.2g})', fontsize=10)
+    fig.tight_layout()
+    return plots.save_figure(fig, png)
+
+
 def main(argv=None):
+    # 1. flags, data, the run's folder
     args = common.parse_args(build_parser(), argv)
     wall_start = time.perf_counter()
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
     cfg = common.new_config(args, NAME, SCRIPT, source, splits)
     check_writable(args.out)  # a bad --out fails now, not after training
+
+    # 2. the network, trained by backprop and SGD
     train_x, train_y = splits['train']
     # the batch order of the PaddlePaddle scripts, from (seed, epoch)
     sampler = common.EpochBatchSampler(len(train_y), args.batch_size, args.seed)
@@ -140,10 +245,21 @@ def main(argv=None):
               f'train loss {loss_sum / len(train_y):.4f} acc {correct / len(train_y):.4f} | '
               f'valid loss/acc {valid["loss"]:.4f} / {valid["acc"]:.4f} | '
               f'{len(train_y) / seconds:.0f} samples/s')
+
+    # 3. evaluation
     result = net.evaluate(*splits['eval'])
     print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f} '
           f'on {len(splits["eval"][1]):,} images')
 
+    # 4. numerical gradients (the course's 002): check backprop, time both ways, a few steps
+    if not args.no_numerical:
+        record['numerical'] = numerical_beside_backprop(train_x, train_y, args.lr, args.seed)
+        paths = {lr: gradient_descent_path(lr) for lr in (0.1, 0.01, 0.6)}  # the course's three
+        print('gradient descent on x0^2 + x1^2 from (-3, 4), 100 steps: ' + ', '.join(
+            f'lr {lr} ends at ({p[-1, 0]:.2g}, {p[-1, 1]:.2g})' for lr, p in paths.items()))
+        draw_gradient_descent(paths, os.path.join(args.out, 'gradient_descent.png'))
+
+    # 5. model.npz, metrics.json, loss.png and acc.png
     def write_npz(tmp):
         with open(tmp, 'wb') as f:  # a file object: np.savez would append .npz to a name
             np.savez(f, **net.params)

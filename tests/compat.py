@@ -7,15 +7,19 @@ Two axes, each cell in its own environment under .compat/:
     --versions, with requirements.txt's other packages at whatever versions pip picks for it.
 In each, on the synthetic fixture in a scratch folder: import; train the CNN 2 epochs; resume from
 epoch 0 with --compare (bit-identical losses); --predict on a PNG; every file compiled by that Python;
-and the golden run (tests/golden/cnn_fixture.json's args) against that file: == or the largest
-difference. For the golden's own paddle version a difference beyond rtol 1e-4 (the tolerance for
-another CPU, as in tests/goldens.py) fails; for other versions it is only reported.
+and the golden run (tests/golden/cnn_fixture.json's args) against that file, as tests/goldens.py
+compares: == against the entry recorded in the cell's environment (this CPU, the cell's Python, numpy
+and paddle), else within goldens.TOLERANCE of the nearest entry, and the cell's line says which. A
+cell whose paddle version no entry has (2.6.2, 3.0.0, 3.2.2 until recorded) is compared with the
+nearest entry and only reported, not failed; --record-golden adds each cell's values as an entry,
+so that later runs compare those cells == too.
 Prints the Python x PaddlePaddle matrix (pass / FAIL (reason) / not run (reason)); writes .compat/matrix.json.
 
     python tests/compat.py                                   # 3.9-3.13 pinned + 2.6.2 3.0.0 3.2.2 on 3.10
     python tests/compat.py --pythons ~/.pyenv/versions/3.9.18/bin/python --versions   # one Python only
     python tests/compat.py --pythons --versions 2.6.2        # the PaddlePaddle axis only
     python tests/compat.py --versions 3.2.2 --paddle-python /usr/bin/python3.10
+    python tests/compat.py --record-golden                   # also add every cell's golden entry
 """
 import argparse
 import glob
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +42,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import fixtures  # noqa: E402
+import goldens  # noqa: E402
 from conftest import script_env  # noqa: E402
 
 MINORS = ['3.9', '3.10', '3.11', '3.12', '3.13']
-GOLDEN = HERE / 'golden' / 'cnn_fixture.json'
+GOLDEN = goldens.GOLDEN_DIR / goldens.RUNS['cnn']['file']
 CHECKS = ['install', 'import', 'train 2 epochs', 'resume ==', '--predict', 'compile', 'golden']
 
 
@@ -107,8 +113,34 @@ def golden_diff(losses, golden):
     return rel, f'max |diff| {diff.max():.3g} (rel {rel:.3g}) in {int((diff > 0).sum())}/{len(golden)} losses'
 
 
+def golden_check(metrics, found, golden):
+    """('ok' or the reason it failed, the text for the report, the cell's environment): the cell's
+    golden run compared as goldens.compare does (== against the entry of its environment, else the
+    tolerance, saying which)."""
+    here = dict(goldens.environment(), **{k: found.get(k) for k in ('python', 'numpy', 'paddle')})
+    _, diff = golden_diff(metrics['batch_losses'], goldens.nearest_entry(golden, here)['batch_losses'])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', goldens.ToleranceWarning)  # said below
+            how = goldens.compare('cnn', metrics, here, golden)
+    except AssertionError as error:
+        if any(entry['environment'].get('paddle') == here['paddle'] for entry in golden['entries']):
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            return ' '.join(lines[:2])[:300], f'FAILED: {diff}', here
+        return 'ok', (f'{diff}; no entry has paddle {here["paddle"]}: compared with the nearest entry '
+                      f'(beyond its tolerance), reported, not checked; --record-golden records it'), here
+    if how == 'exact':
+        return 'ok', f'== the entry of this environment ({len(metrics["batch_losses"])} losses)', here
+    nearest = goldens.nearest_entry(golden, here)['environment']
+    differ = goldens.differing_fields(nearest, here)
+    return 'ok', (f'{diff} against the nearest entry, {goldens.describe(nearest)} (differs: '
+                  f'{", ".join(differ)}); no entry of this environment, so checked within rtol '
+                  f'{goldens.TOLERANCE[True]:g}'), here
+
+
 def check(py, work):
-    """{check: 'ok' or the reason it failed}, the versions found and the golden comparison's text."""
+    """{check: 'ok' or the reason it failed}, the versions found, the golden comparison's text and the
+    cell's golden entry (None when its run failed)."""
     data = fixtures.write_idx_folder(str(work / 'data'))
     images, labels = fixtures.synthetic_digits(200, seed=2)  # a 3 as a user's scan: dark ink on white, 56x56
     image = work / 'digit.png'
@@ -130,20 +162,17 @@ def check(py, work):
     rc, out = run(py, ['-c', 'import ast, sys; [ast.parse(open(f, encoding="utf-8").read(), f) for f in sys.argv[1:]]',
                        *files], work)
     result['compile'] = 'ok' if rc == 0 else last_line(out)
-    golden = json.loads(GOLDEN.read_text())
-    golden_paddle = golden.get('environment', {}).get('paddle') or golden.get('paddle_version')
+    golden = goldens.load('cnn')
     gold_dir = work / 'golden'
     gold_dir.mkdir()
     rc, out = run(py, [ROOT / 'mnist_cnn.py', '--data-dir', data, *golden['args']], gold_dir)
     if rc != 0:
-        result['golden'], text = last_line(out), 'run failed'
+        result['golden'], text, entry = last_line(out), 'run failed', None
     else:
-        losses = json.loads((gold_dir / 'runs' / 'cnn' / 'metrics.json').read_text())['batch_losses']
-        rel, text = golden_diff(losses, golden['batch_losses'])
-        strict = found.get('paddle') == golden_paddle
-        result['golden'] = 'ok' if rel <= 1e-4 or not strict else f'{text}, beyond rtol 1e-4'
-        text += '' if strict else f' (golden recorded with paddle {golden_paddle}: not checked)'
-    return result, found, text
+        metrics = json.loads((gold_dir / 'runs' / 'cnn' / 'metrics.json').read_text())
+        result['golden'], text, here = golden_check(metrics, found, golden)
+        entry = goldens.entry('cnn', metrics, here)
+    return result, found, text, entry
 
 
 def cell(checks):
@@ -158,6 +187,9 @@ def main():
                         help='paddlepaddle versions for the PaddlePaddle axis (the pinned one is the Python axis)')
     parser.add_argument('--paddle-python', help='the Python of the PaddlePaddle axis (default: the 3.10 found)')
     parser.add_argument('--folder', default=str(ROOT / '.compat'))
+    parser.add_argument('--record-golden', action='store_true',
+                        help=f'add each cell\'s golden values to {GOLDEN.relative_to(ROOT)} as the entry of its '
+                             f'environment (as `make golden` does for .venv)')
     args = parser.parse_args()
     folder = Path(args.folder)
     folder.mkdir(exist_ok=True)
@@ -179,7 +211,11 @@ def main():
         py, error = environment(folder, name, exe, pip_args)
         if py:
             with tempfile.TemporaryDirectory() as tmp:
-                checks, found, golden = check(py, Path(tmp))
+                checks, found, golden, entry = check(py, Path(tmp))
+            if args.record_golden and entry is not None:
+                content, how = goldens.merge('cnn', goldens.load('cnn'), entry, entry['environment'])
+                GOLDEN.write_text(json.dumps(content, indent=1) + '\n')
+                golden += f'; recorded: {how}'
         else:
             checks, found, golden = {'install': error}, {}, 'not run'
         rows.append({'python': minor, 'paddlepaddle': version, 'interpreter': exe, 'found': found, 'checks': checks,

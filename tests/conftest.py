@@ -69,3 +69,53 @@ def cnn_run(tmp_path_factory, run_script, idx_dir):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {'dir': work, 'ckpt': work / 'checkpoint', 'out': work / 'runs' / 'cnn',
             'metrics': read_metrics(work / 'runs' / 'cnn'), 'stdout': proc.stdout}
+
+
+def gpu_present():
+    """True where this PaddlePaddle has CUDA and sees a GPU (--device auto then trains on it).
+    The expectations of a machine without one (e.g. `--device gpu` refused) are skipped there."""
+    import startup
+    paddle = startup.import_paddle()  # the scripts' own import (thread settings before paddle)
+    return paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+
+
+GPU_ONLY_SKIP = 'GPU present: '  # every skip for that reason starts so (.ci/run allows these)
+
+
+# ---- STRICT_SKIPS=1 (set by .ci/run): a test skipped for a reason CI does not allow fails the run --
+# A skip is meant for a machine that cannot run a test (it has a GPU, it is not Linux). On CI, a
+# Linux machine without a GPU where everything the tests need is installed, any other skip (no
+# root for a tmpfs, no visualdl, no plain Python, no `make`) means a promise went unchecked, so the
+# run fails and lists each such test with its reason. Allowed: the reasons that start with these.
+ALLOWED_SKIPS = (GPU_ONLY_SKIP, 'Windows only: ', 'macOS only: ')
+_unexpected_skips = []
+
+
+def _strict_skips():
+    return os.environ.get('STRICT_SKIPS') == '1'
+
+
+def pytest_runtest_logreport(report):
+    if not (_strict_skips() and report.skipped) or hasattr(report, 'wasxfail'):
+        return  # xfail is not a skip: it ran, and its reason names the script's behaviour
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason[len('Skipped: '):] if reason.startswith('Skipped: ') else reason
+    if not reason.startswith(ALLOWED_SKIPS):
+        _unexpected_skips.append(f'{report.nodeid}: {reason}')
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unexpected_skips:
+        terminalreporter.section('skips not allowed on CI (STRICT_SKIPS=1)', red=True)
+        for line in _unexpected_skips:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _unexpected_skips and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'install: builds a .venv from the package index, minutes; `make test` '
+                                       'deselects it (-m "not install"), .ci/run runs it')

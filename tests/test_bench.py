@@ -1,5 +1,8 @@
 """tools/bench.py runs end to end and writes its JSON (a smoke test: no timing thresholds; figures live
-in `make bench`). PyTorch is measured when .venv-torch exists, else reported as skipped."""
+in `make bench`). PyTorch is measured when .venv-torch exists, else reported as skipped.
+
+Run by `make bench` before the measurement, not by `make test` (it proves nothing about the course,
+and its runs cost `make test` half a minute): `.venv/bin/python -m pytest -q tests/test_bench.py`."""
 import json
 
 from conftest import read_metrics  # noqa: F401  (conftest puts the project on sys.path)

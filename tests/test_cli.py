@@ -6,7 +6,7 @@ from PIL import Image
 
 import fixtures
 import predict
-from conftest import read_metrics
+from conftest import GPU_ONLY_SKIP, gpu_present, read_metrics
 
 SCRIPTS = ['mnist_cnn.py', 'resume.py']
 
@@ -20,10 +20,10 @@ def test_help(run_script, tmp_path, script):
 
 def test_tiny_run_writes_metrics_plots_and_checkpoints(run_script, idx_dir, tmp_path):
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '1', '--train-limit', '150',
-                      '--batch-size', '50', '--check-shape', '--check-content', '--opt', 'sgd',
+                      '--batch-size', '50', '--check-content', '--opt', 'sgd',
                       '--schedule', 'constant', '--l2', '0.001', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert 'conv1+relu: paddle.Size([50, 20, 28, 28])' in proc.stdout  # --check-shape
+    assert 'conv1+relu: paddle.Size([50, 20, 28, 28])' in proc.stdout  # the layer check, always printed
     assert 'conv1 kernel [0][0]' in proc.stdout  # --check-content
     assert 'epoch: 0, batch: 0, loss is:' in proc.stdout
     m = read_metrics(tmp_path / 'runs' / 'cnn')
@@ -34,7 +34,7 @@ def test_tiny_run_writes_metrics_plots_and_checkpoints(run_script, idx_dir, tmp_
                                     'samples_per_s', 'seconds'}
     assert m['config']['data']['sizes'] == {'train': 150, 'valid': 100, 'eval': 200}
     assert m['config']['opt'] == 'sgd' and m['config']['l2'] == 0.001
-    for name in ('loss.png', 'acc.png', 'model.pdparams', 'model.json'):
+    for name in ('loss.png', 'acc.png', 'model.pdparams', 'model.json', 'kernels.png', 'feature_maps.png'):
         assert (tmp_path / 'runs' / 'cnn' / name).is_file()
     for ext in ('pdparams', 'pdopt', 'json'):
         assert (tmp_path / 'checkpoint' / f'mnist_epoch0.{ext}').is_file()
@@ -67,6 +67,11 @@ def test_predict_on_a_png(cnn_run, run_script, tmp_path):
     proc = run_script('mnist_cnn.py', '--predict', image, '--out', cnn_run['out'], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert 'predicted digit: 3 (probability' in proc.stdout
+    # --model: a model file or, as here, a checkpoint; predict.png goes to --out
+    proc = run_script('mnist_cnn.py', '--predict', image, '--model', cnn_run['ckpt'] / 'mnist_epoch2',
+                      '--out', tmp_path / 'p', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'predicted digit: 3 (probability' in proc.stdout and (tmp_path / 'p' / 'predict.png').is_file()
 
 
 def test_image_normalisation_matches_the_data(tmp_path):
@@ -96,7 +101,9 @@ def test_bad_flags(run_script, idx_dir, tmp_path, args, message):
 @pytest.mark.parametrize('args, message', [
     (['--data-dir', 'missing_folder'], 'error: --data-dir missing_folder does not exist'),
     (['--predict', 'nothing.png', '--out', '.'], 'error: no trained model at'),
-    (['--device', 'gpu'], 'error: --device gpu was asked for, but this PaddlePaddle has no CUDA'),
+    pytest.param(['--device', 'gpu'], 'error: --device gpu was asked for, but this PaddlePaddle has no CUDA',
+                 marks=pytest.mark.skipif(gpu_present(), reason=GPU_ONLY_SKIP + '--device gpu trains there, '
+                                          'it is not refused')),
 ])
 def test_clear_errors(run_script, tmp_path, args, message):
     proc = run_script('mnist_cnn.py', *args, cwd=tmp_path)
@@ -123,4 +130,11 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
                       'missing.json', '--out', tmp_path / 'o', '--ckpt-dir', tmp_path / 'c', cwd=tmp_path)
     assert proc.returncode == 1 and 'missing.json does not exist' in proc.stderr
     assert not (tmp_path / 'o').exists()  # refused before training
+    # "It restores ... data source": other data under --data-dir is refused (its fingerprint differs)
+    other = fixtures.write_idx_folder(str(tmp_path / 'other'), train_n=300)
+    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--data-dir', other,
+                      '--out', tmp_path / 'o', '--ckpt-dir', tmp_path / 'c', cwd=tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f'the training data at {other} differs from the data' in proc.stderr
+    assert 'pass --data-dir with the original data' in proc.stderr and not (tmp_path / 'o').exists()
 

@@ -85,27 +85,50 @@ def test_two_data_parallel_runs_are_identical(parallel, idx_dir, tmp_path):
 
 
 def test_a_two_worker_checkpoint_resumes_in_one_process(parallel, single, run_script, tmp_path):
-    """--compare against the two-worker run: any difference is reported (exit 1), with a note that
-    bit-identity holds for the same number of workers only."""
+    """The README: a checkpoint from two workers resumes in one process; its losses then follow
+    within rounding, not bit for bit, and `resume.py --compare` says so (a difference, exit 1, and
+    the note that bit-identity holds for the same number of workers only)."""
     proc = run_script('resume.py', '--ckpt', parallel['dir'] / 'checkpoint' / 'mnist_epoch0', '--ckpt-dir',
                       tmp_path / 'ckpt', '--out', tmp_path / 'out', '--compare',
                       parallel['dir'] / 'runs' / 'cnn' / 'metrics.json', cwd=tmp_path)
     assert 'Traceback' not in proc.stderr
     resumed = read_metrics(tmp_path / 'out')
-    differ = resumed['batch_losses'] != parallel['metrics']['batch_losses'][19:]
-    assert proc.returncode == (1 if differ else 0), proc.stdout + proc.stderr
-    assert ('note: the reference ran with 2 data-parallel worker(s), this run with 1' in proc.stdout) == differ
     assert resumed['first_step'] == 19 and resumed['workers'] == 1 and parallel['metrics']['workers'] == 2
+    # one process sums each batch's loss in another order than two workers (13 + 12 images): on
+    # this fixture the 19 resumed losses are not all the same bits, so --compare must report it
+    assert resumed['batch_losses'] != parallel['metrics']['batch_losses'][19:]
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert 'resumed losses DIFFER from the reference run' in proc.stdout
+    assert 'note: the reference ran with 2 data-parallel worker(s), this run with 1' in proc.stdout
     np.testing.assert_allclose(resumed['batch_losses'], single['metrics']['batch_losses'][19:], rtol=RTOL)
 
 
 def test_a_one_process_checkpoint_resumes_with_two_workers(single, tmp_path):
+    """The other way round: within rounding of the one-process run, not bit for bit."""
     proc = launch(tmp_path, 'resume.py', '--ckpt', single['dir'] / 'checkpoint' / 'mnist_epoch0', '--ckpt-dir',
                   tmp_path / 'ckpt', '--out', tmp_path / 'out')
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     resumed = read_metrics(tmp_path / 'out')
+    assert resumed['first_step'] == 19 and resumed['workers'] == 2
+    assert resumed['batch_losses'] != single['metrics']['batch_losses'][19:]
     np.testing.assert_allclose(resumed['batch_losses'], single['metrics']['batch_losses'][19:], rtol=RTOL)
     assert 'Traceback' not in (tmp_path / 'log' / 'workerlog.1').read_text()
+
+
+@pytest.mark.xfail(strict=True, reason='resume.py --compare under the launcher: rank 1 exits 1 on the difference '
+                                       'first, and the launcher kills rank 0 before it prints the comparison '
+                                       'and writes metrics.json')
+def test_compare_with_two_workers_reports_the_difference(single, tmp_path):
+    """`make resume NPROC=2` after a one-process `make cnn` passes --compare: the README says the
+    losses then follow within rounding and `resume.py --compare` says so (rank 0 prints it)."""
+    proc = launch(tmp_path, 'resume.py', '--ckpt', single['dir'] / 'checkpoint' / 'mnist_epoch0', '--ckpt-dir',
+                  tmp_path / 'ckpt', '--out', tmp_path / 'out', '--compare',
+                  single['dir'] / 'runs' / 'cnn' / 'metrics.json')
+    log0 = (tmp_path / 'log' / 'workerlog.0').read_text()
+    assert proc.returncode != 0
+    assert 'resumed losses DIFFER from the reference run' in log0, log0[-3000:]
+    assert 'note: the reference ran with 1 data-parallel worker(s), this run with 2' in log0
+    assert (tmp_path / 'out' / 'metrics.json').is_file()
 
 
 def rank_pid(launcher, rank, timeout=60):
@@ -126,12 +149,15 @@ def rank_pid(launcher, rank, timeout=60):
     raise AssertionError(f'no rank {rank} worker found')
 
 
-def start_and_wait_for_training(tmp_path, idx_dir, lines=15, wait_for=None):
-    """A long data-parallel run; returns once rank 0 has printed `lines` progress lines (and, with
-    wait_for, once that file exists: the launcher's output is read meanwhile, so its pipe never fills)."""
-    args = ['--data-dir', idx_dir, '--epochs', '30', '--batch-size', '20', '--log-every', '1']
-    launcher = subprocess.Popen(launch_cmd(tmp_path, 'mnist_cnn.py', *args), cwd=tmp_path, env=script_env(tmp_path),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+LONG_ARGS = ['--epochs', '30', '--batch-size', '20', '--train-limit', '200', '--log-every', '1']  # 10 steps an epoch
+
+
+def start_and_wait_for_training(tmp_path, idx_dir, lines=15, wait_for=None, args=LONG_ARGS):
+    """A data-parallel run (by default a long one); returns once rank 0 has printed `lines` progress
+    lines (and, with wait_for, once that file exists: the launcher's output is read meanwhile, so
+    its pipe never fills)."""
+    launcher = subprocess.Popen(launch_cmd(tmp_path, 'mnist_cnn.py', '--data-dir', idx_dir, *args), cwd=tmp_path,
+                                env=script_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = 0
     for line in launcher.stdout:
         seen += line.startswith('epoch: ')
@@ -151,18 +177,86 @@ def assert_checkpoints_whole_and_resumable(run_script, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_ctrl_c_stops_every_worker_at_one_step(idx_dir, run_script, tmp_path):
-    """Ctrl-C reaches the launcher, which sends each worker SIGTERM (three times, 0.2 s apart):
-    all workers stop at the same step, rank 0 saves a checkpoint, and one process resumes it."""
-    launcher = start_and_wait_for_training(tmp_path, idx_dir)
+def wait_for_text(path, text, process, timeout=180):
+    """Poll a worker's log (written unbuffered) until it holds `text`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(path) and text in open(path, errors='replace').read():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f'{text!r} never appeared in {path}')
+
+
+def signal_pending(pid, signum):
+    """Whether `signum` waits, undelivered, for process `pid` (it is stopped)."""
+    with open(f'/proc/{pid}/status') as f:
+        fields = dict(line.rstrip('\n').split(':\t', 1) for line in f if ':\t' in line)
+    return bool((int(fields['SigPnd'], 16) | int(fields['ShdPnd'], 16)) & (1 << (signum - 1)))
+
+
+def test_ctrl_c_stops_every_worker_at_one_step_and_two_workers_resume_it_exactly(parallel, idx_dir, tmp_path):
+    """The README's stage 七: Ctrl-C reaches the launcher, which sends each worker SIGTERM (rank 0
+    first, rank 1 up to 0.6 s later); the workers agree at the next summing point (every
+    --log-every 5 batches), all stop at that step and rank 0 saves a checkpoint; the resume command
+    ends log/workerlog.0. Then a two-worker resume of that checkpoint gives the uninterrupted
+    two-worker run's losses exactly (==: bit-identity holds for the same number of workers).
+
+    The run is the `parallel` fixture's (38 steps, the reference), too short to stop reliably on a
+    busy machine: once rank 0 has logged batch 5, both workers are paused (SIGSTOP), the launcher
+    gets Ctrl-C, and when its SIGTERM waits at rank 0, both continue (SIGCONT). Rank 0 then has the
+    request and rank 1 not yet (its SIGTERM comes after rank 0's, as the launcher sends them): the
+    workers must agree through their sum. Rank 1 prints no progress, so where it stopped is seen
+    this way: each worker leaves through the orderly stop (its "stopped; saved" line naming the one
+    checkpoint, no error, no traceback). Had one worker gone on, or stopped, a step before the
+    other, one of them would have waited in the gradient all-reduce for a partner that had left and
+    failed; and the exact resume shows rank 0 saved the state of a step both workers completed."""
+    with open(tmp_path / 'launcher.txt', 'w') as out:
+        launcher = subprocess.Popen(launch_cmd(tmp_path, 'mnist_cnn.py', '--data-dir', idx_dir, *DP_ARGS), cwd=tmp_path,
+                                    env=script_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+    wait_for_text(tmp_path / 'log' / 'workerlog.0', 'epoch: 0, batch: 5,', launcher)
+    workers = [rank_pid(launcher, rank) for rank in (0, 1)]
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
     launcher.send_signal(signal.SIGINT)
-    launcher.communicate(timeout=120)
+    deadline = time.time() + 60
+    while not signal_pending(workers[0], signal.SIGTERM):
+        assert time.time() < deadline, 'the launcher sent rank 0 no SIGTERM'
+        time.sleep(0.02)
+    for pid in workers:
+        os.kill(pid, signal.SIGCONT)
+    launcher.wait(timeout=120)
+    out = (tmp_path / 'launcher.txt').read_text()
     assert launcher.returncode != 0
-    log0 = (tmp_path / 'log' / 'workerlog.0').read_text()
-    assert 'interrupt: finishing this step, then saving a checkpoint' in log0
-    assert 'Continue with: python resume.py --ckpt checkpoint/mnist_' in log0
-    assert 'Traceback' not in log0 and 'Traceback' not in (tmp_path / 'log' / 'workerlog.1').read_text()
-    assert_checkpoints_whole_and_resumable(run_script, tmp_path)
+    logs = [(tmp_path / 'log' / f'workerlog.{rank}').read_text() for rank in (0, 1)]
+    assert 'interrupt: finishing the steps until the workers next agree' in logs[0]
+    for name in os.listdir(tmp_path / 'checkpoint'):  # nothing half-written
+        assert name.startswith('.') or name.endswith(('.json', '.pdparams', '.pdopt')), name
+    found = checkpoints.list_checkpoints(str(tmp_path / 'checkpoint'))  # whole: hashes verified
+    prefix, meta = found[-1][1], found[-1][2]
+    stop = meta['global_step']  # the step after the last one both workers completed
+    # the summing point after batch 5: batch 10 or 15 (the pause may have come a few steps late),
+    # or the epoch's last, 18 (then the epoch's own checkpoint is the one)
+    assert stop in (11, 16, 19), stop
+    name = os.path.basename(prefix)
+    assert name == ('mnist_interrupted' if stop % 19 else f'mnist_epoch{stop // 19 - 1}'), (name, stop)
+    for rank, log in enumerate(logs):
+        assert 'Traceback' not in log and 'error:' not in log, f'rank {rank}:\n{log[-3000:]}'
+        last = log.strip().splitlines()[-1]
+        assert last == f'stopped; saved checkpoint/{name}.pdparams/.pdopt. Continue with: ' \
+                       f'python resume.py --ckpt checkpoint/{name}', f'rank {rank}: {last}'
+    assert 'Container failed' not in out
+
+    resumed_dir = tmp_path / 'resumed'
+    resumed_dir.mkdir()
+    proc = launch(resumed_dir, 'resume.py', '--ckpt', prefix, '--ckpt-dir', resumed_dir / 'checkpoint',
+                  '--out', resumed_dir / 'out', '--compare', parallel['dir'] / 'runs' / 'cnn' / 'metrics.json')
+    log0 = (resumed_dir / 'log' / 'workerlog.0').read_text()
+    assert proc.returncode == 0, log0[-3000:]
+    assert 'resumed losses are bit-identical to the uninterrupted run' in log0
+    resumed = read_metrics(resumed_dir / 'out')
+    assert resumed['workers'] == 2 and resumed['first_step'] == stop
+    assert resumed['batch_losses'] == parallel['metrics']['batch_losses'][stop:]
+    assert resumed['eval'] == parallel['metrics']['eval']
 
 
 def test_a_worker_that_dies_fails_the_launch(idx_dir, run_script, tmp_path):
@@ -170,7 +264,8 @@ def test_a_worker_that_dies_fails_the_launch(idx_dir, run_script, tmp_path):
     loss average) and stops; the launch exits non-zero naming the failed worker and its log; every
     checkpoint on disk is whole and resumes. The kill comes after the first epoch's checkpoint, so
     there is one to check (before it, nothing would be on disk to lose)."""
-    launcher = start_and_wait_for_training(tmp_path, idx_dir, wait_for=tmp_path / 'checkpoint' / 'mnist_epoch0.json')
+    launcher = start_and_wait_for_training(tmp_path, idx_dir, lines=3,
+                                           wait_for=tmp_path / 'checkpoint' / 'mnist_epoch0.json')
     os.kill(rank_pid(launcher, 1), signal.SIGKILL)
     out, _ = launcher.communicate(timeout=180)
     assert launcher.returncode != 0

@@ -101,15 +101,25 @@ def test_sigkill_at_random_points_never_damages_checkpoints(reference, idx_dir, 
         assert ours == theirs, epoch
 
 
-def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference, idx_dir, tmp_path):
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGTERM], ids=['ctrl_c', 'sigterm'])
+def test_ctrl_c_or_sigterm_mid_epoch_saves_and_resumes_exactly(reference, idx_dir, tmp_path, signum):
+    """The README's table: Ctrl-C (or SIGTERM, as a job scheduler or `kill` sends) finishes the
+    current step, saves NAME_interrupted, prints the resume command and exits with 130; the run
+    resumed from Ctrl-C's checkpoint gives the uninterrupted run's losses (SIGTERM's checkpoint is
+    made by the same handler and save, so it is not resumed a second time)."""
     proc = start('mnist_cnn.py', ['--data-dir', idx_dir, *FAULT_ARGS], tmp_path, tmp_path)
     assert wait_for_lines(proc, 25 + 1 + 8)  # epoch 0 (25 batches + its summary), 8 batches of epoch 1
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
-    assert 'python resume.py --ckpt checkpoint/mnist_interrupted' in err
-    meta = checkpoints.read_meta(str(tmp_path / 'checkpoint' / 'mnist_interrupted'))
+    assert 'interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)' in out
+    assert err.strip().splitlines()[-1] == ('stopped; saved checkpoint/mnist_interrupted.pdparams/.pdopt. '
+                                            'Continue with: python resume.py --ckpt checkpoint/mnist_interrupted')
+    assert 'Traceback' not in err
+    meta = checkpoints.read_meta(str(tmp_path / 'checkpoint' / 'mnist_interrupted'))  # whole: hashes verify
     assert meta['next_epoch'] == 1 and 0 < meta['next_batch'] < 25
+    if signum == signal.SIGTERM:
+        return  # the same stop and checkpoint as Ctrl-C's (the handler is one): its resume is below
 
     res = subprocess.run([sys.executable, str(ROOT / 'resume.py'), '--ckpt', 'latest', '--compare',
                           str(reference / 'runs' / 'cnn' / 'metrics.json')], cwd=tmp_path,
@@ -122,6 +132,51 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(reference, idx_dir, tmp_path
     # The interrupted epoch's summary counts the batches before the interrupt too.
     for key in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc'):
         assert resumed['epochs'][0][key] == full['epochs'][1][key]
+
+
+# The user presses Ctrl-C, sees "finishing this step, then saving a checkpoint (Ctrl-C again to
+# abort)", and presses it again before that step is done. Two real SIGINTs to the training process;
+# to land both inside one step every time (a second signal from outside can arrive after the save
+# on a busy machine), they are sent by the process itself, from the loss function of its 8th step
+# (epoch 1, batch 2 of 5), the second once the first has been handled. Otherwise this is mnist_cnn.py as
+# `python mnist_cnn.py` runs it (common.run_main(main)).
+TWO_CTRL_C = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+sys.argv = ['mnist_cnn.py'] + {args!r}
+import mnist_cnn
+import paddle
+real, steps = mnist_cnn.loss_and_correct, []
+def ctrl_c_twice_in_step_8(output, labels, kind):
+    if paddle.is_grad_enabled():  # a training step, not evaluation
+        steps.append(1)
+        if len(steps) == 8:
+            for press in range(2):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # the handler runs here: the first press prints, the second aborts
+    return real(output, labels, kind)
+mnist_cnn.loss_and_correct = ctrl_c_twice_in_step_8
+mnist_cnn.common.run_main(mnist_cnn.main)
+"""
+
+
+def test_a_second_ctrl_c_aborts_without_saving(idx_dir, tmp_path):
+    """A second Ctrl-C aborts at once: no NAME_interrupted (nor a part of one), no further epoch,
+    no results; the process ends by the interrupt (Python's exit for an unhandled Ctrl-C, which a
+    shell shows as 130), and the checkpoints of the epochs before are whole."""
+    args = ['--data-dir', str(idx_dir), '--epochs', '3', '--batch-size', '20', '--train-limit', '100']
+    code = TWO_CTRL_C.format(root=str(ROOT), args=args)
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=script_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGINT, proc.stdout + proc.stderr
+    assert proc.stdout.count('interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)') == 1
+    assert proc.stderr.strip().splitlines()[-1] == 'KeyboardInterrupt', proc.stderr[-2000:]
+    assert 'stopped; saved' not in proc.stderr
+    assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if not n.startswith('.lock')) == \
+        ['mnist_epoch0.json', 'mnist_epoch0.pdopt', 'mnist_epoch0.pdparams']  # no part of mnist_interrupted
+    assert_every_file_is_whole(str(tmp_path / 'checkpoint'))
+    assert checkpoints.find(str(tmp_path / 'checkpoint'))[1]['next_epoch'] == 1
+    assert not (tmp_path / 'runs' / 'cnn' / 'metrics.json').exists()
 
 
 def test_latest_and_folder_pick_the_newest_checkpoint(reference):
@@ -137,7 +192,7 @@ def test_a_new_run_moves_the_earlier_runs_checkpoints_aside(reference, run_scrip
     earlier = json.loads((work / 'checkpoint' / 'mnist_epoch0.json').read_text())
     before = (work / 'checkpoint' / 'mnist_epoch0.pdparams').read_bytes()
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--opt', 'momentum',
-                      '--epochs', '1', cwd=work)
+                      '--epochs', '1', '--train-limit', '100', cwd=work)
     assert proc.returncode == 0, proc.stderr
     moved = work / 'checkpoint' / 'previous' / earlier['run_id']
     assert f'moved to {Path("checkpoint") / "previous" / earlier["run_id"]}' in proc.stdout
@@ -146,10 +201,13 @@ def test_a_new_run_moves_the_earlier_runs_checkpoints_aside(reference, run_scrip
     now = json.loads((work / 'checkpoint' / 'mnist_epoch0.json').read_text())
     assert now['run_id'] != earlier['run_id'] and now['config']['opt'] == 'momentum'
     assert not (work / 'checkpoint' / 'mnist_epoch3.json').exists()  # nothing of the earlier run mixed in
-    # resume.py --ckpt checkpoint/mnist_epoch0 now continues the newest run
+    # resume.py --ckpt checkpoint/mnist_epoch0 now continues the newest run; --epochs 2 trains
+    # further, at the schedule's final rate (--lr / 10)
     proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--epochs', '2', cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert f'(run {now["run_id"]})' in proc.stdout
+    scheduler = paddle.load(str(work / 'checkpoint' / 'mnist_epoch1.pdopt'))['LR_Scheduler']
+    assert scheduler['last_lr'] == pytest.approx(now['config']['lr'] / 10, rel=1e-12)  # Python floats
 
 
 def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, idx_dir, tmp_path):
@@ -175,7 +233,7 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
     one_error(proc, 'mnist_interrupted is the newest checkpoint of an unfinished run')
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
-                      '--overwrite', cwd=work)
+                      '--train-limit', '40', '--overwrite', cwd=work)
     assert proc.returncode == 0, proc.stderr
     moved = work / 'checkpoint' / 'previous' / run_id
     assert (moved / 'mnist_interrupted.json').exists() and checkpoints.find(str(moved))[0].endswith('interrupted')
@@ -211,7 +269,8 @@ def test_damaged_checkpoints(reference, run_script, tmp_path, damage, message):
 def test_checkpoint_of_another_model_names_the_parameters(reference, run_script, idx_dir, tmp_path):
     """An MLP's parameters under a CNN checkpoint's name (hashes made to match, as if a user
     copied files around): the load names every parameter that does not fit."""
-    proc = run_script('mnist_mlp.py', '--data-dir', idx_dir, '--epochs', '1', '--loss', 'ce', cwd=tmp_path)
+    proc = run_script('mnist_mlp.py', '--data-dir', idx_dir, '--epochs', '1', '--loss', 'ce', '--train-limit', '100',
+                      cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     work = damaged_copy(reference, tmp_path)
     shutil.copy(tmp_path / 'checkpoint' / 'mlp_epoch0.pdparams', work / 'mnist_epoch0.pdparams')
@@ -225,17 +284,30 @@ def test_checkpoint_of_another_model_names_the_parameters(reference, run_script,
 
 
 def test_divergence_stops_and_keeps_the_good_checkpoints(run_script, idx_dir, tmp_path):
-    """SGD at lr 100 on the regression head overflows within a few batches. (With cross-entropy
-    the same rate wrecks the model but the loss stays finite: log-softmax cannot overflow.)"""
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, '--opt', 'sgd', '--lr', '100', '--loss',
-                      'mse', '--epochs', '2', '--schedule', 'constant', cwd=tmp_path)
-    assert proc.returncode == 1
-    assert 'training diverged' in proc.stderr and 'smaller learning rate' in proc.stderr
-    assert 'at epoch 0, batch' in proc.stderr
-    assert 'Traceback' not in proc.stderr
-    # nothing from the diverged state was saved
-    assert not (tmp_path / 'checkpoint' / 'mnist_epoch0.json').exists()
+    """SGD at lr 100 on the regression head, one batch per epoch (--train-limit 20): the loss of
+    epoch 0 is finite (the initial weights), of epoch 1 huge (5e26 on the fixture) but finite, and
+    of epoch 2 overflows. The run stops there with one sentence; mnist_epoch0 and mnist_epoch1,
+    saved before, are whole (their sha256 verify, they load) and resume: from mnist_epoch1 the
+    same divergence comes at the same batch. Nothing of the diverged state is saved. (With
+    cross-entropy the same rate wrecks the model but the loss stays finite: log-softmax cannot
+    overflow.)"""
+    args = ['--data-dir', idx_dir, '--opt', 'sgd', '--lr', '100', '--loss', 'mse', '--schedule', 'constant',
+            '--epochs', '3', '--batch-size', '20', '--train-limit', '20', '--log-every', '1']
+    proc = run_script('mnist_cnn.py', *args, cwd=tmp_path)
+    stop = ('error: the loss became inf at epoch 2, batch 0: training diverged. Use a smaller learning rate '
+            '(now --lr 100.0); the checkpoints saved before this batch in checkpoint are intact')
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [stop], proc.stdout + proc.stderr
+    assert 'epoch 1: train loss' in proc.stdout  # two epochs finished before
+    ckpt = tmp_path / 'checkpoint'
+    assert sorted(n for n in os.listdir(ckpt) if not n.startswith('.lock')) == \
+        [f'mnist_epoch{e}.{x}' for e in (0, 1) for x in ('json', 'pdopt', 'pdparams')]
+    assert_every_file_is_whole(str(ckpt))
+    assert [item[2]['next_epoch'] for item in checkpoints.list_checkpoints(str(ckpt))] == [1, 2]
+    # nothing from the diverged state: no checkpoint of epoch 2, no final model, no metrics
     assert not (tmp_path / 'runs' / 'cnn' / 'model.pdparams').exists()
+    assert not (tmp_path / 'runs' / 'cnn' / 'metrics.json').exists()
+    proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch1', '--log-every', '1', cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [stop], proc.stdout + proc.stderr
 
 
 def test_cached_download_with_wrong_md5(tmp_path, monkeypatch):

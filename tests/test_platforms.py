@@ -1,12 +1,10 @@
 """Where learners are: a shell whose `python` is not the project's .venv, a Python without
 PaddlePaddle for the numpy chapters, Windows (no fcntl), AMD laptops on Windows.
 
-No Windows or macOS machine runs these tests: Windows is stood in for by a Python in which
-`import fcntl` fails (a sitecustomize.py on PYTHONPATH), which proves that no code path of ours
-needs it. On real Windows, filelock locks with msvcrt, an operating-system lock that dies with its
-process; here, without fcntl, filelock falls back to a lock file, so the "a killed run never
-blocks the next" case is not tested this way (it is tested with the real flock in
-test_reliability.py).
+No Windows or macOS machine runs these tests. The checkpoint folder's lock is the one
+POSIX-or-Windows pair (checkpoints.lock: flock, or msvcrt on Windows); a grep proves that no other
+code path makes a POSIX-only call. The msvcrt branch is not run here (no Windows machine); the
+flock branch is tested in test_reliability.py.
 """
 import os
 import re
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 
 import startup
-from conftest import GOLDEN_ARGS, ROOT, script_env
+from conftest import ROOT, script_env
 
 BASE_PYTHON = getattr(sys, '_base_executable', sys.executable)  # the Python .venv was made from
 
@@ -36,8 +34,6 @@ def blocking_env(tmp_path, home, *modules):
         'import sys\n' + ''.join(f'sys.modules[{m!r}] = None\n' for m in modules))
     env = script_env(home)
     env['PYTHONPATH'] = str(site)
-    if 'fcntl' in modules:  # filelock's warning in this stand-in only: on Windows it locks with msvcrt
-        env['PYTHONWARNINGS'] = 'ignore:only soft file lock is available'
     return env
 
 
@@ -115,40 +111,15 @@ def test_importing_common_or_plots_does_not_import_paddle():
 
 # ---- Windows: no fcntl ------------------------------------------------------------------------
 
-def test_train_resume_and_lock_without_fcntl(idx_dir, tmp_path):
-    """What a Windows laptop runs: train, resume with identical losses, and a second run into the
-    same folder refused with one sentence, in a Python where `import fcntl` fails."""
-    env = blocking_env(tmp_path, tmp_path, 'fcntl')
-    proc = run(sys.executable, ROOT / 'mnist_cnn.py', '--data-dir', idx_dir, *GOLDEN_ARGS[2:],
-               '--epochs', '2', cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = run(sys.executable, ROOT / 'resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--out', 'runs/r',
-               '--compare', 'runs/cnn/metrics.json', cwd=tmp_path, env=env)
-    assert proc.returncode == 0 and 'bit-identical' in proc.stdout, proc.stdout + proc.stderr
-    first = subprocess.Popen([sys.executable, str(ROOT / 'mnist_cnn.py'), '--data-dir', str(idx_dir),
-                              '--epochs', '40', '--batch-size', '20', '--log-every', '1', '--ckpt-dir', 'c2',
-                              '--out', 'o2'], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    try:
-        for line in first.stdout:
-            if line.startswith('epoch: '):
-                break
-        second = run(sys.executable, ROOT / 'mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '1',
-                     '--ckpt-dir', 'c2', '--out', 'o3', cwd=tmp_path, env=env)
-        assert 'c2 is in use by another training run (pid' in one_error_line(second)
-    finally:
-        first.kill()
-        first.communicate()
-
-
 # POSIX-only calls a training run must not make without a portable twin. Allowed where a guard
 # stands beside them: startup.py reads /proc/cpuinfo only if it exists, and execs only on POSIX.
 POSIX_ONLY = re.compile(r'import fcntl|import termios|import pwd|import grp|import resource|'
                         r'os\.fork\(|os\.setsid|os\.killpg|os\.getuid|os\.geteuid|signal\.SIG(KILL|HUP|USR|ALRM)|'
                         r'signal\.alarm|os\.execv|/proc/|/dev/shm')
-ALLOWED = {('startup.py', "if not os.path.exists('/proc/cpuinfo'):"),
+ALLOWED = {('startup.py', "if os.path.exists('/proc/cpuinfo'):"),
            ('startup.py', "with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:"),
            ('startup.py', '"""A field of /proc/cpuinfo (Linux only; None elsewhere)."""'),
+           ('checkpoints.py', 'import fcntl'),  # in the else of `if os.name == 'nt'`: msvcrt
            ('startup.py', 'os.execve(project, command, env)  # becomes that Python: same process, same Ctrl-C')}
 
 

@@ -1,10 +1,19 @@
 """Failures of the file system, for real: a full disk (a small tmpfs), a read-only file system, a
-path through a file, two runs into one checkpoint folder, a killed run's lock. Each gets one
-`error:` sentence, exit code 1, no temporary or half-written file, and the checkpoints saved
-before stay complete and resumable."""
+folder without write permission, a path through a file, two runs into one checkpoint folder, a
+killed run's lock. Each gets one `error:` sentence, exit code 1, no temporary or half-written file,
+and the checkpoints saved before stay complete and resumable.
+
+The small file systems need no root: the run goes into a user and mount namespace of its own
+(`unshare -rm`, as any user may where the kernel allows unprivileged user namespaces), which mounts
+the tmpfs, runs the script there and copies what it wrote back to the same path outside. As root,
+where unshare is refused, the tmpfs is mounted directly; the read-only test runs both ways.
+"""
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -14,26 +23,76 @@ from conftest import ROOT, script_env
 
 QUICK = ['--epochs', '3', '--log-every', '1000']
 
+# In the namespace: the real folder stays reachable at $under (a bind mount), the tmpfs covers
+# $point, the script runs, and what it left on the tmpfs is copied to the real folder.
+IN_NAMESPACE = r"""
+options=$1 point=$2 under=$3; shift 3
+mount --bind "$point" "$under" && mount -t tmpfs -o "$options" tmpfs "$point" || exit 97
+"$@"; code=$?
+cp -a "$point/." "$under/" || exit 98
+exit $code
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def why_no_namespace():
+    """None when `unshare -rm` can mount a tmpfs here, else the reason."""
+    if not shutil.which('unshare'):
+        return 'no unshare command (util-linux)'
+    with tempfile.TemporaryDirectory() as folder:
+        proc = subprocess.run(['unshare', '-rm', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs "$1"', 'sh', folder],
+                              capture_output=True, text=True)
+    return None if proc.returncode == 0 else f'`unshare -rm` cannot mount a tmpfs here: {proc.stderr.strip()}'
+
+
+class SmallFs:
+    """A tmpfs of size_kb at .point, for one run of a script (.run: a CompletedProcess)."""
+
+    def __init__(self, point, options, how, run_script):
+        self.point, self.options, self.how, self.run_script = point, options, how, run_script
+
+    def run(self, script, *args, cwd):
+        if self.how == 'mount':  # mounted directly (root): the script runs as usual
+            return self.run_script(script, *args, cwd=cwd)
+        under = self.point.parent / f'.{self.point.name}-under'
+        under.mkdir()
+        proc = subprocess.run(['unshare', '-rm', 'sh', '-c', IN_NAMESPACE, 'sh', self.options, str(self.point),
+                               str(under), sys.executable, str(ROOT / script), *map(str, args)],
+                              cwd=cwd, env=script_env(cwd), capture_output=True, text=True, timeout=600)
+        assert proc.returncode not in (97, 98), f'the namespace failed: {proc.stderr}'
+        return proc
+
 
 @pytest.fixture
-def mount(tmp_path):
-    """mount(size_kb, read_only=False) -> a fresh tmpfs folder (needs root; skipped otherwise)."""
+def small_fs(tmp_path, run_script, request):
+    """small_fs(size_kb, read_only=False) -> SmallFs; by `unshare -rm` where it works, else (root) a
+    direct mount. An indirect parameter 'unshare' or 'mount' insists on one way."""
     mounted = []
 
     def make(size_kb, read_only=False):
-        if os.geteuid() != 0:
-            pytest.skip('mounting a small tmpfs needs root')
+        wanted = getattr(request, 'param', None)
+        if wanted != 'mount' and why_no_namespace() is None:
+            how = 'unshare'
+        elif wanted == 'unshare':
+            pytest.skip(why_no_namespace())
+        elif os.geteuid() != 0:
+            pytest.skip('mounting a tmpfs directly needs root' + ('' if wanted else f', and {why_no_namespace()}'))
+        else:
+            how = 'mount'
         point = tmp_path / f'fs{len(mounted)}'
         point.mkdir()
         options = f'size={size_kb}k' + (',ro' if read_only else '')
-        proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(point)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.skip(f'cannot mount a tmpfs here: {proc.stderr.strip()}')
-        mounted.append(point)
-        return point
+        if how == 'mount':
+            proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(point)], capture_output=True,
+                                  text=True)
+            if proc.returncode != 0:
+                pytest.skip(f'cannot mount a tmpfs here: {proc.stderr.strip()}')
+        mounted.append((point, how))
+        return SmallFs(point, options, how, run_script)
     yield make
-    for point in mounted:
-        subprocess.run(['umount', '-l', str(point)])
+    for point, how in mounted:
+        if how == 'mount':
+            subprocess.run(['umount', '-l', str(point)])
 
 
 def one_error(proc, *parts):
@@ -50,10 +109,11 @@ def no_temporary_files(folder):
     return [n for n in os.listdir(folder) if '.tmp' in n or n == '.write-test']
 
 
-def test_disk_full_while_saving_a_checkpoint(mount, run_script, idx_dir, tmp_path):
+def test_disk_full_while_saving_a_checkpoint(small_fs, run_script, idx_dir, tmp_path):
     """300 KB hold epoch 0's checkpoint (250 KB) but not epoch 1's model file."""
-    ckpt = mount(300) / 'ckpt'
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, '--ckpt-dir', ckpt, cwd=tmp_path)
+    fs = small_fs(300)
+    ckpt = fs.point / 'ckpt'
+    proc = fs.run('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, '--ckpt-dir', ckpt, cwd=tmp_path)
     one_error(proc, f'cannot write {ckpt}/mnist_epoch1.pdparams: No space left on device',
               'free some space there', 'checkpoints saved before are intact')
     assert sorted(n for n in os.listdir(ckpt) if not n.startswith('.')) == [
@@ -63,23 +123,51 @@ def test_disk_full_while_saving_a_checkpoint(mount, run_script, idx_dir, tmp_pat
     assert proc.returncode == 0, proc.stderr
 
 
-def test_disk_full_while_writing_the_results(mount, run_script, idx_dir, tmp_path):
+def test_disk_full_while_writing_the_results(small_fs, idx_dir, tmp_path):
     """--out on 64 KB: the pictures and the final model (80 KB) do not fit; every checkpoint stays."""
-    out = mount(64) / 'run'
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, '--out', out, cwd=tmp_path)
+    fs = small_fs(64)
+    out = fs.point / 'run'
+    proc = fs.run('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, '--out', out, cwd=tmp_path)
     one_error(proc, f'cannot write {out}/', ': No space left on device', 'free some space there')
     assert no_temporary_files(out) == []
     assert len(checkpoints.list_checkpoints(str(tmp_path / 'checkpoint'))) == 3
 
 
+@pytest.mark.parametrize('small_fs', ['unshare', 'mount'], indirect=True)
 @pytest.mark.parametrize('flag', ['--ckpt-dir', '--out'])
-def test_read_only_folder_fails_before_training(mount, run_script, idx_dir, tmp_path, flag):
-    folder = mount(64, read_only=True)
+def test_read_only_folder_fails_before_training(small_fs, idx_dir, tmp_path, flag):
+    fs = small_fs(64, read_only=True)
     start = time.perf_counter()
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, flag, folder / 'x', cwd=tmp_path)
-    one_error(proc, f'cannot write {folder}/x: Read-only file system', 'pass a folder you can write to')
+    proc = fs.run('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, flag, fs.point / 'x', cwd=tmp_path)
+    one_error(proc, f'cannot write {fs.point}/x: Read-only file system', 'pass a folder you can write to')
     assert 'epoch: 0' not in proc.stdout  # refused before any training
     assert time.perf_counter() - start < 60
+
+
+NOBODY = 65534
+
+
+@pytest.mark.parametrize('flag', ['--ckpt-dir', '--out'])
+def test_a_folder_without_write_permission_fails_before_training(idx_dir, tmp_path, flag):
+    """chmod 0555: as root nothing is refused, so there the script runs as the user nobody, through
+    setpriv. It keeps one capability, CAP_DAC_READ_SEARCH: to read and search every folder, not to
+    write (the venv's Python may live where nobody may not read, e.g. under /root with mode 0700)."""
+    folder = tmp_path / 'locked'
+    folder.mkdir()
+    folder.chmod(0o555)
+    home = tmp_path / 'home'  # the run's HOME and working folder: its own
+    home.mkdir()
+    command = [sys.executable, str(ROOT / 'mnist_cnn.py'), '--data-dir', idx_dir, *QUICK, flag, str(folder)]
+    if os.geteuid() == 0:
+        if not shutil.which('setpriv'):
+            pytest.skip('running as root, and no setpriv (util-linux) to run the script as another user')
+        os.chown(home, NOBODY, NOBODY)
+        command = ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups',
+                   '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search', *command]
+    proc = subprocess.run(command, cwd=home, env=script_env(home), capture_output=True, text=True, timeout=300)
+    one_error(proc, f'cannot write {folder}: Permission denied', 'you may not write there; pass a folder of your own')
+    assert 'epoch: 0' not in proc.stdout  # refused before any training
+    assert os.listdir(folder) == []
 
 
 @pytest.mark.parametrize('script, flag', [('mnist_cnn.py', '--ckpt-dir'), ('mnist_cnn.py', '--out'),
