@@ -1,10 +1,7 @@
-"""九 Checkpoints on disk, written so that a kill, a full disk or a second run never leaves a
-damaged one.
-
-A checkpoint is NAME_epoch{N}.pdparams (the model) + .pdopt (the optimizer, with its LR schedule),
-as in the tutorial, plus NAME_epoch{N}.json: the run's settings, where to continue, and the sha256
-of both files. Every file is written to a temporary name, flushed and renamed; the json comes last.
-So a checkpoint whose json verifies is complete, and its two files belong together.
+"""九 Checkpoints that a kill, a full disk or a second run never leave damaged. NAME_epoch{N}
+.pdparams (the model) and .pdopt (the optimizer with its LR schedule), as in the tutorial, then
+NAME_epoch{N}.json (the run's settings, where to continue, both files' sha256), written last: a
+json that verifies means a complete checkpoint whose files belong together. (restore.py reads them.)
 """
 import contextlib
 import json
@@ -12,60 +9,48 @@ import os
 import shutil
 import warnings
 
+import paddle
+
 import common
 from errors import UserError, fail
-from safe_files import atomic_write, file_hash, write_error, write_json
+from safe_files import atomic_write, file_hash, remove_temporaries, write_error, write_json
 
-import paddle
-from filelock import FileLock, Timeout
+FORMAT = 2  # the json's layout; 1 was written before the scripts showed their own loop
 
-FORMAT = 2  # the checkpoint json's layout; 1 was written before the scripts showed their own loop
 
-def save(prefix, model, optimizer, meta):
-    """prefix.pdparams (model), prefix.pdopt (optimizer + LR schedule), then prefix.json. Only
-    data-parallel rank 0 writes (the workers hold the same weights). A failed save leaves no
-    incomplete checkpoint behind."""
+def save(prefix, model, optimizer, meta):  # data-parallel: rank 0 writes (all hold the same)
     if common.rank_and_world()[0] != 0:
         return prefix
-    files = {'pdparams': model.state_dict()}
+    states = {'pdparams': model.state_dict()}
+    old = verified(prefix)  # another run's checkpoint here: made absent first, never half-replaced
+    if old and old.get('config', {}).get('run_id') != meta.get('config', {}).get('run_id'):
+        os.remove(prefix + '.json')
     if optimizer is not None:
-        files['pdopt'] = optimizer.state_dict()
+        states['pdopt'] = optimizer.state_dict()
     try:
-        hashes = {}
-        for ext, state in files.items():
-            # plain SGD has no optimizer state: paddle warns, we still want the file
-            with warnings.catch_warnings():
+        for ext, state in states.items():
+            with warnings.catch_warnings():  # plain SGD has no state: paddle warns, we want a file
                 warnings.filterwarnings('ignore', message='The input state dict is empty')
                 atomic_write(f'{prefix}.{ext}', lambda tmp, state=state: paddle.save(state, tmp))
-            hashes[ext] = file_hash(f'{prefix}.{ext}')
+        hashes = {ext: file_hash(f'{prefix}.{ext}') for ext in states}
         write_json(prefix + '.json', dict(meta, format=FORMAT, files=hashes))
-    except UserError:
-        remove_if_incomplete(prefix)
+    except UserError:  # a prefix whose json no longer verifies is no checkpoint: remove its files
+        for ext in ('json', 'pdparams', 'pdopt') if not verified(prefix) else ():
+            if os.path.isfile(f'{prefix}.{ext}'):
+                os.remove(f'{prefix}.{ext}')
         raise
     return prefix
 
 
-def remove_if_incomplete(prefix):
-    """After a failed save: a prefix whose json no longer verifies is no checkpoint; remove its
-    files."""
+def verified(prefix):
     try:
-        read_meta(prefix)
+        return read_meta(prefix)
     except UserError:
-        for ext in ('json', 'pdparams', 'pdopt'):
-            if os.path.isfile(f'{prefix}.{ext}'):
-                os.remove(f'{prefix}.{ext}')
-
-
-def checkpoint_prefix(path):
-    path = str(path)
-    for ext in ('.pdparams', '.pdopt', '.json'):
-        if path.endswith(ext):
-            return path[:-len(ext)]
-    return path
+        return None
 
 
 def read_meta(prefix):
-    """The checkpoint's json, after checking both files exist and match the hashes recorded."""
+    """The checkpoint's json, after checking that its files exist and match their sha256."""
     meta_path = prefix + '.json'
     if not os.path.isfile(meta_path):
         if os.path.isfile(prefix + '.pdparams'):
@@ -94,163 +79,97 @@ def read_meta(prefix):
     return meta
 
 
-def list_checkpoints(folder):
-    """Complete training checkpoints in a folder (json present and verified), oldest first."""
+def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete ones, oldest first
     found = []
-    if os.path.isdir(folder):
-        for name in sorted(os.listdir(folder)):
-            if name.endswith('.json') and not name.startswith('.'):
-                try:
-                    meta = read_meta(os.path.join(folder, name[:-5]))
-                except UserError:
-                    continue
-                if 'global_step' in meta:
-                    found.append((meta['global_step'], os.path.join(folder, name[:-5]), meta))
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        meta = name.endswith('.json') and verified(os.path.join(folder, name[:-5]))
+        if meta and 'global_step' in meta:
+            found.append((meta['global_step'], os.path.join(folder, name[:-5]), meta))
     return sorted(found, key=lambda item: item[0])
 
 
-def find(path):
-    """--ckpt: a prefix (checkpoint/mnist_epoch0), one of its files, a folder (its newest complete
-    checkpoint), or 'latest' (the same in ./checkpoint). Returns (prefix, meta)."""
-    path = 'checkpoint' if str(path) == 'latest' else str(path)
-    if os.path.isdir(path):
-        found = list_checkpoints(path)
-        if not found:
-            fail(f'{path} holds no complete checkpoint; train first (make cnn) or pass --ckpt-dir')
-        print(f'newest complete checkpoint in {path}: {found[-1][1]}')
-        return found[-1][1], found[-1][2]
-    prefix = checkpoint_prefix(path)
-    return prefix, read_meta(prefix)
-
-
-def load_state(path, what):
-    try:
-        return paddle.load(path)
-    except Exception as e:
-        fail(f'{path} cannot be read as a PaddlePaddle {what} ({type(e).__name__}); it is damaged')
-
-
-def load_model(model, path):
-    """Load parameters, naming every parameter that is missing, extra or of another shape."""
-    state = load_state(path, 'parameter file')
-    if not isinstance(state, dict):
-        fail(f'{path} is not a parameter file (it holds a {type(state).__name__})')
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
-    found = {k: [int(d) for d in v.shape] for k, v in state.items()}
-    def names(keys):
-        return ', '.join(keys[:6]) + (f' and {len(keys) - 6} more' if len(keys) > 6 else '')
-    problems = [f'{label} {names(keys)}' for label, keys in (
-        ('missing', [k for k in expected if k not in found]),
-        ('unexpected', [k for k in found if k not in expected]),
-        ('wrong shape:', [f'{k} is {found[k]}, needs {v}' for k, v in expected.items()
-                          if k in found and found[k] != v]))
-        if keys]
-    if problems:
-        fail(f'{path} does not fit this model ({type(model).__name__}): {"; ".join(problems)}; '
-             f'it is a checkpoint of another model or other settings')
-    model.set_state_dict(state)
-
-
-def load_optimizer(optimizer, path):
-    state = load_state(path, 'optimizer file')
-    try:
-        optimizer.set_state_dict(state)
-    except Exception as e:
-        fail(f'{path} does not fit this optimizer ({e}); it is from another model or optimizer')
-
-
-def earlier_runs(ckpt_dir, cfg):
-    """{run id: its checkpoint prefixes, oldest first} of the other runs under this run's NAME."""
-    runs = {}
-    for _, prefix, meta in list_checkpoints(ckpt_dir):  # sorted by training step
-        mine = os.path.basename(prefix).startswith(cfg['name'] + '_')
-        if mine and meta.get('run_id') != cfg['run_id']:
-            runs.setdefault(meta.get('run_id'), []).append((prefix, meta))
-    return runs
-
-
-def refuse_if_unfinished_run(ckpt_dir, cfg):
-    """A run in ckpt_dir that stopped before its last epoch (Ctrl-C, a kill) is continued with
-    resume.py, not silently replaced: stop with one sentence (--overwrite moves it aside)."""
+@contextlib.contextmanager
+def hold_folder(cfg, new_run):
+    """While a run trains, it alone holds cfg['ckpt_dir'] (rank 0 for all workers). Another run's
+    checkpoints move to ckpt_dir/previous/<run id>/, but a new run does not replace an unfinished
+    one (resume it, or --overwrite moves it too)."""
+    folder = cfg['ckpt_dir']
     if common.rank_and_world()[0] != 0:
+        yield
         return
-    for saved in earlier_runs(ckpt_dir, cfg).values():
-        prefix, meta = saved[-1]
-        if prefix.endswith('_interrupted') or meta['next_epoch'] < meta['config']['epochs']:
+    with lock(folder):
+        remove_temporaries(folder)
+        remove_temporaries(cfg['out'])
+        runs = {}  # run id -> its checkpoints, oldest first
+        for _, prefix, meta in list_checkpoints(folder):
+            if os.path.basename(prefix).startswith(cfg['name'] + '_') \
+                    and meta.get('run_id') != cfg['run_id']:
+                runs.setdefault(meta.get('run_id'), []).append(prefix)
+        if runs:
+            move_aside(runs, folder, new_run and not cfg.get('overwrite'))
+        yield
+
+
+def move_aside(runs, folder, refuse_unfinished):
+    for prefix in (prefixes[-1] for prefixes in runs.values()) if refuse_unfinished else ():
+        meta = read_meta(prefix)
+        if 'interrupted' in prefix or meta['next_epoch'] < meta['config']['epochs']:
             fail(f'{prefix} is the newest checkpoint of an unfinished run; continue it with '
                  f'`python resume.py --ckpt {prefix}`, or pass --overwrite to move it aside '
                  f'and start anew')
-
-
-def move_aside_earlier_runs(ckpt_dir, cfg):
-    """Before a new run writes NAME_epoch{N} into ckpt_dir, the checkpoints other runs left there
-    under the same NAME move to ckpt_dir/previous/<run id>/ (one line says so): the folder holds
-    one run, and nothing is lost. Each checkpoint is linked into place first and its json removed
-    first, so a kill midway leaves it whole in one folder or the other. Data-parallel: rank 0."""
-    if common.rank_and_world()[0] != 0:
-        return
-    for run_id, saved in earlier_runs(ckpt_dir, cfg).items():
-        target = os.path.join(ckpt_dir, 'previous', str(run_id))
+    # each checkpoint linked into target, json last, then removed here, json first: a kill midway
+    # leaves it whole in one folder or the other
+    for run_id, prefixes in runs.items():
+        target = os.path.join(folder, 'previous', str(run_id))
         try:
             os.makedirs(target, exist_ok=True)
-            for prefix, _ in saved:
+            for prefix in prefixes:
                 moved = os.path.join(target, os.path.basename(prefix))
-                for ext in ('pdparams', 'pdopt', 'json'):  # the json last: it makes one whole
-                    if os.path.isfile(f'{prefix}.{ext}'):
-                        link_or_copy(f'{prefix}.{ext}', f'{moved}.{ext}')
-                for ext in ('json', 'pdparams', 'pdopt'):  # the json first: no half checkpoint
-                    if os.path.isfile(f'{prefix}.{ext}'):
-                        os.remove(f'{prefix}.{ext}')
+                exts = [e for e in ('pdparams', 'pdopt', 'json') if os.path.isfile(f'{prefix}.{e}')]
+                for ext in exts:
+                    if os.path.exists(f'{moved}.{ext}'):
+                        os.remove(f'{moved}.{ext}')
+                    try:
+                        os.link(f'{prefix}.{ext}', f'{moved}.{ext}')  # the same bytes, no copy
+                    except OSError:
+                        shutil.copy2(f'{prefix}.{ext}', f'{moved}.{ext}')  # no hard links there
+                for ext in reversed(exts):
+                    os.remove(f'{prefix}.{ext}')
         except OSError as e:
             fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; '
                  f'move or delete them yourself, or pass another --ckpt-dir')
-        print(f'note: {ckpt_dir} held {len(saved)} checkpoint(s) of an earlier run; '
-              f'moved to {target}')
-
-
-def link_or_copy(source, target):
-    if os.path.exists(target):
-        os.remove(target)
-    try:
-        os.link(source, target)  # the same bytes, no copy (NTFS too)
-    except OSError:
-        shutil.copy2(source, target)  # a file system without hard links
+        print(f'note: {folder} held {len(prefixes)} checkpoint(s) of an earlier run; moved to '
+              f'{target}')
 
 
 @contextlib.contextmanager
-def lock_folder(folder):
-    """with lock_folder(ckpt_dir): an operating-system lock on folder/.lock for the block's life. A
-    second run into the same folder stops with one sentence naming the holder; the lock dies with
-    its process, so a killed run never blocks the next. filelock uses flock on Linux and macOS and
-    msvcrt on Windows. Data-parallel: rank 0 locks for all."""
-    if common.rank_and_world()[0] != 0:
-        yield
-        return
-    lock, holder = (FileLock(os.path.join(folder, '.lock'), timeout=0),
-                    os.path.join(folder, '.lock-holder'))
+def lock(folder):
+    """flock (msvcrt on Windows): the operating system drops it with the process, so a killed run
+    never blocks the next."""
+    path = os.path.join(folder, '.lock')
     try:
-        lock.acquire()
-    except Timeout:
-        fail(f'{folder} is in use by another training run '
-             f'({read_text(holder) or "another process"}); '
-             f'wait for it to finish, or pass another --ckpt-dir')
+        os.makedirs(folder, exist_ok=True)
+        handle = open(path, 'a+')
     except OSError as e:
-        write_error(os.path.join(folder, '.lock'), e)
-    try:
+        write_error(path, e)
+    with handle:  # closing the file releases the lock
         try:
-            # only for the sentence above, so a full disk is no matter
-            with open(holder, 'w') as f:
-                f.write(f'pid {os.getpid()}')
+            if os.name == 'nt':
+                import msvcrt
+                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            pass
+            in_use(folder, path)
+        with contextlib.suppress(OSError), open(path + '-holder', 'w') as f:  # for in_use only
+            f.write(f'pid {os.getpid()}')
         yield
-    finally:
-        lock.release()
 
 
-def read_text(path):
-    try:
-        with open(path) as f:
-            return f.read(100).strip()
-    except OSError:
-        return ''
+def in_use(folder, path):
+    holder = ''
+    with contextlib.suppress(OSError), open(path + '-holder') as f:
+        holder = f.read(100)
+    fail(f'{folder} is in use by another training run ({holder or "another process"}); '
+         f'wait for it to finish, or pass another --ckpt-dir')

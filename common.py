@@ -1,9 +1,7 @@
 """What the stage scripts share: command-line helpers, data (三), a run's settings, device (七).
-
-It does not import PaddlePaddle (select_device does, when called), so the numpy-only chapters
-(mnist_numpy.py, housing.py --impl numpy) run with numpy alone.
-"""
+No PaddlePaddle import at the top (select_device imports it): the numpy chapters need numpy only."""
 import argparse
+import glob
 import gzip
 import hashlib
 import json
@@ -15,12 +13,12 @@ import uuid
 import numpy as np
 
 import downloads
-from errors import Stopped, UserError, fail, run_main  # noqa: F401 (used as common.*)
+from errors import Stopped, UserError, fail, optional, run_main  # noqa: F401 (used as common.*)
+from startup import in_kernel as in_notebook
 
 # ---- command line -----------------------------------------------------------------------------
 
-def number(kind, low, strict):
-    """An argparse type: a finite int/float above (strict) or at least low."""
+def number(kind, low, strict):  # an argparse type: a finite int/float above (strict) or >= low
     def parse(text):
         try:
             value = kind(text)
@@ -40,48 +38,53 @@ positive_float, non_negative_float = number(float, 0, True), number(float, 0, Fa
 
 
 def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
-    """Flags every training script has: where data comes from, where results go, how it reports."""
-    parser.add_argument('--data-dir',
-                        help='folder with the four MNIST idx files or mnist.json.gz, or that file '
-                             '(default: ./work/, else PaddlePaddle\'s cache, downloading there)')
-    parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'gpu'],
-                        help='auto: the GPU if there is one')
-    parser.add_argument('--out', default=out,
-                        help='run folder: metrics.json, plots, the final model')
-    parser.add_argument('--ckpt-dir', default=ckpt_dir, help='folder for the per-epoch checkpoints')
+    add = parser.add_argument
+    add('--data-dir', help='folder with the four MNIST idx files or mnist.json.gz, or that file '
+                           '(default: the first of ./work/, ./, AI Studio\'s data/data*/ that has '
+                           'them, else PaddlePaddle\'s cache, downloading there)')
+    add('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='auto: a GPU if any')
+    add('--out', default=kept(out), help='run folder: metrics.json, plots, the final model')
+    add('--ckpt-dir', default=ckpt_dir and kept(ckpt_dir), help='the per-epoch checkpoints')
     if new_run:  # resume.py takes these from the checkpoint
-        parser.add_argument('--overwrite', action='store_true',
-                            help='also move aside an unfinished earlier run')
-        parser.add_argument('--train-limit', type=positive_int,
-                            help='train on the first N training images only')
-    parser.add_argument('--log-every', type=positive_int, default=100,
-                        help='a progress line every N batches')
-    parser.add_argument('--visualdl', metavar='DIR',
-                        help='also log loss and accuracy for VisualDL into DIR')
+        add('--overwrite', action='store_true', help='also move aside an unfinished earlier run')
+        add('--train-limit', type=positive_int, help='train on the first N training images only')
+        add('--predict', metavar='IMAGE', help='classify one PNG/JPG digit with the model trained '
+                                               'into --out (or --model), then stop')
+        add('--model', help='model file for --predict (default: <out>/model.pdparams)')
+    add('--log-every', type=positive_int, default=100, help='a progress line every N batches')
+    add('--visualdl', metavar='DIR', help='also log loss and accuracy for VisualDL into DIR')
 
 
-# inside a Jupyter/IPython kernel, where sys.argv is the kernel's, not the user's
-def in_notebook():
-    ipython = sys.modules.get('IPython')
-    return ipython is not None and hasattr(ipython.get_ipython(), 'kernel')
+def kept(path):  # in a notebook, under work/: the folder AI Studio keeps across restarts
+    here = os.path.basename(os.path.abspath('.'))
+    return os.path.join('work', path) if in_notebook() and here != 'work' else path
 
 
 def parse_args(parser, argv=None):
-    """argparse over argv; by default the command line. Inside a notebook kernel: nothing by
-    default (the kernel's own flags, such as -f kernel.json, are not the script's), and a bad flag
-    is one `error:` line (argparse's exit shows as a traceback there, or crashes IPython 8.18)."""
     parser.allow_abbrev = False  # --ckpt is not silently --ckpt-dir
-    if not in_notebook():
-        return parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if in_notebook():
+        return parse_in_notebook(parser, argv)
+    return parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+
+
+def parse_in_notebook(parser, argv):
+    """No flags by default (the kernel's own are not the script's), and a bad flag is one `error:`
+    line (argparse's exit shows as a traceback there, or crashes IPython 8.18)."""
     parser.prog = 'main()'
 
     def error(message):
-        fail(f'{message}; see main([\'--help\'])')
+        fail(f'{message}; see build_parser().print_help()')
 
     def exit(status=0, message=None):  # after --help: no SystemExit in the kernel
         raise Stopped(message or '')
     parser.error, parser.exit = error, exit
-    return parser.parse_args([] if argv is None else list(argv))
+    args = parser.parse_args([] if argv is None else list(argv))
+    where = [f'{k} {v}' for k, v in (('--out', getattr(args, 'out', None)),
+                                     ('--ckpt-dir', getattr(args, 'ckpt_dir', None))) if v]
+    if where and kept('x') != 'x':
+        print(f'note: in a notebook outputs go under work/, which AI Studio keeps across '
+              f'restarts: {", ".join(where)}')
+    return args
 
 
 # ---- 三 data: MNIST from the four idx files or the tutorial's mnist.json.gz --------------------
@@ -94,12 +97,10 @@ MNIST_MD5 = {'train_images': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
              'train_labels': 'd53e105ee54ea40749a09fcbcd1e9432',
              'test_images': '9fb629c4189551a2d022fa330f9573f3',
              'test_labels': 'ec29112dd5afa0611ce80d1b7f02629c'}
-# idx magic: labels 1 dimension, images 3
-IDX_MAGIC, SPLITS = {2049: 1, 2051: 3}, ('train', 'valid', 'eval')
+IDX_MAGIC, SPLITS = {2049: 1, 2051: 3}, ('train', 'valid', 'eval')  # magic: labels 1-D, images 3-D
 
 
-def read_bytes(path):
-    """The file's bytes, un-gzipped when it is gzip (by content, not by name)."""
+def read_bytes(path):  # un-gzipped when it is gzip (by content, not by name)
     with open(path, 'rb') as f:
         raw = f.read()
     try:
@@ -108,8 +109,7 @@ def read_bytes(path):
         fail(f'{path} is a corrupt gzip file ({e}); delete it and download it again')
 
 
-def read_idx(path):
-    """One idx file as a numpy uint8 array, read in one vectorised step."""
+def read_idx(path):  # one idx file as a numpy uint8 array
     raw = read_bytes(path)
     magic = int.from_bytes(raw[0:4], 'big') if len(raw) >= 8 else None
     if magic not in IDX_MAGIC:
@@ -128,8 +128,7 @@ def find_idx_file(folder, key):
                  if os.path.isfile(os.path.join(folder, name))), None)
 
 
-def normalise_images(images_uint8):
-    """uint8 [N,28,28] -> float32 [N,1,28,28] in [-1, 1], background -1 (as the tutorial's data)."""
+def normalise_images(images_uint8):  # [N,28,28] -> float32 [N,1,28,28] in [-1, 1], as the tutorial
     images = images_uint8.astype(np.float32).reshape(-1, 1, 28, 28)
     return images / np.float32(127.5) - np.float32(1.0)
 
@@ -162,9 +161,7 @@ def load_idx_folder(folder):
                      arrays['test_labels'].astype(np.int64))}
 
 
-def load_json_gz(path):
-    """The tutorial's mnist.json.gz: [train, valid, eval], each [images (784 floats each),
-    labels]."""
+def load_json_gz(path):  # the tutorial's file: [train, valid, eval], each [images, labels]
     try:
         data = json.loads(read_bytes(path))
     except (ValueError, UnicodeDecodeError) as e:
@@ -186,31 +183,40 @@ def load_json_gz(path):
     return splits
 
 
-def resolve_data_source(data_dir=None):
-    """Where MNIST comes from: (kind, path), kind 'idx' (a folder) or 'json' (a file). Looks in
-    --data-dir, then ./work/ (AI Studio's data folder), then PaddlePaddle's cache (downloading)."""
-    if data_dir and os.path.isfile(data_dir):
+def resolve_data_source(data_dir=None):  # (kind, path): 'idx' and a folder, or 'json' and a file
+    if not data_dir:
+        return find_or_download()
+    if os.path.isfile(data_dir):
         return 'json', data_dir
-    if data_dir and not os.path.isdir(data_dir):
+    if not os.path.isdir(data_dir):
         fail(f'--data-dir {data_dir} does not exist; pass a folder holding the four MNIST idx '
              f'files or a mnist.json.gz')
-    for folder in [data_dir] if data_dir else ['work']:
-        json_path = os.path.join(folder, 'mnist.json.gz')
-        if os.path.isfile(json_path) and find_idx_file(folder, 'train_images') is None:
-            return 'json', json_path
-        if data_dir or find_idx_file(folder, 'train_images'):
+    json_path = os.path.join(data_dir, 'mnist.json.gz')
+    if os.path.isfile(json_path) and find_idx_file(data_dir, 'train_images') is None:
+        return 'json', json_path
+    return 'idx', data_dir
+
+
+def find_or_download():
+    """No --data-dir: ./work/, ./, AI Studio's mounted datasets (data/data*/ here or in the home
+    folder), else PaddlePaddle's cache (downloading)."""
+    mounted = sorted(glob.glob(os.path.join('data', 'data*'))) + sorted(glob.glob(os.path.join(
+        os.path.expanduser('~'), 'data', 'data*')))
+    for folder in ['work', '.'] + mounted:
+        if find_idx_file(folder, 'train_images'):
             return 'idx', folder
+        if os.path.isfile(os.path.join(folder, 'mnist.json.gz')):
+            return 'json', os.path.join(folder, 'mnist.json.gz')
     cache = downloads.data_cache('mnist')
-    hint = (f'Looked for ./work/mnist.json.gz and the idx files in {cache}; on a machine without '
-            f'network pass --data-dir with a folder holding the four idx files or mnist.json.gz')
+    hint = (f'Looked in ./work/, ./ and data/data*/ for the idx files or mnist.json.gz, and in '
+            f'{cache}; on a machine without network pass --data-dir with a folder holding them')
     for key, name in IDX_FILES.items():
         downloads.fetch(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
     return 'idx', cache
 
 
 def load_mnist_splits(data_dir=None, train_limit=None):
-    """{'train', 'valid', 'eval'} -> (images float32 [N,1,28,28], labels int64 [N]), and the source.
-    train_limit: the first N training images only (clamped, with a notice, to what there is)."""
+    """{'train', 'valid', 'eval'}: (images float32 [N,1,28,28], labels int64 [N]); the source."""
     kind, path = resolve_data_source(data_dir)
     splits = load_json_gz(path) if kind == 'json' else load_idx_folder(path)
     if len(splits['train'][1]) == 0:
@@ -227,17 +233,15 @@ def load_mnist_splits(data_dir=None, train_limit=None):
 
 
 def epoch_order(n, seed, epoch):
-    """The order of one epoch: a pure function of (seed, epoch), never of global random state,
-    so a run resumed at any epoch (or batch) sees exactly the batches the original run saw."""
+    """One epoch's order: a function of (seed, epoch) alone, never of global random state, so that a
+    run resumed at any epoch (or batch) sees exactly the batches the original run saw."""
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 class EpochBatchSampler:
-    """A DataLoader's batches of indices in the order epoch_order(seed, epoch); set_epoch picks the
-    epoch and the batch to start at (resuming mid-epoch). The last batch may be smaller. With
-    data-parallel workers (七) worker `rank` takes its near-equal part of every global batch.
-    paddle.io.DataLoader(dataset, batch_sampler=...) takes any such iterable of index lists."""
-
+    """A DataLoader's batch_sampler: batches of indices in epoch_order(seed, epoch), from the batch
+    set_epoch names (a resumed run starts mid-epoch). With data-parallel workers (七) worker `rank`
+    takes its near-equal part of every global batch."""
     def __init__(self, n, batch_size, seed, rank=0, world_size=1):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size = rank, world_size
@@ -251,8 +255,7 @@ class EpochBatchSampler:
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
-    # this worker's share of global batch b relative to an equal one (1.0: even)
-    def share_weight(self, b):
+    def share_weight(self, b):  # this worker's share of global batch b over an equal one
         size = len(range(self.n)[b * self.batch_size:(b + 1) * self.batch_size])
         mine = len(np.array_split(np.arange(size), self.world_size)[self.rank])
         return mine * self.world_size / size
@@ -267,8 +270,12 @@ class EpochBatchSampler:
         return self.batches - self.start
 
 
-def check_finite(loss, epoch, lr):
-    """The loss, or one sentence when it is NaN or infinite (the scripts without a Tracker)."""
+def softmax(scores):  # shifted by the maximum first: no overflow
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def check_finite(loss, epoch, lr):  # for the scripts without a progress.Tracker
     if not math.isfinite(loss):
         fail(f'the loss became {loss} in epoch {epoch}: training diverged; use a smaller '
              f'learning rate than --lr {lr}')
@@ -278,10 +285,10 @@ def check_finite(loss, epoch, lr):
 # ---- a run's settings -------------------------------------------------------------------------
 
 def new_config(args, name, script, source, splits, ignore=()):
-    """Every option of a new run, its data, and the span of its LR schedule: a checkpoint holds all
-    that resume.py needs to rebuild the run."""
+    """Every option of a new run, its data and the span of its LR schedule: all that resume.py needs
+    to rebuild the run, saved in each checkpoint."""
     cfg = {k: v for k, v in vars(args).items()
-           if k not in ('predict', 'model', 'overwrite') + tuple(ignore)}
+           if k not in ('predict', 'model') + tuple(ignore)}
     steps_per_epoch = math.ceil(source['sizes']['train'] / args.batch_size)
     cfg.update(name=name, script=script, run_id=uuid.uuid4().hex[:12], data=source,
                steps_per_epoch=steps_per_epoch, schedule_steps=args.epochs * steps_per_epoch,
@@ -289,41 +296,34 @@ def new_config(args, name, script, source, splits, ignore=()):
     return cfg
 
 
-def fingerprint(*arrays):
-    """A short hash of the training data, so a resumed run can prove it trains on the same
-    images."""
+def fingerprint(*arrays):  # so that a resumed run can prove it trains on the same images
     h = hashlib.sha1()
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
 
-# ---- 七 device, data-parallel workers, seeding ---------------------------------------------------
+# ---- 七 device and data-parallel workers -------------------------------------------------------
 
-# (this worker's rank, number of workers): (0, 1) unless started by the launcher
-def rank_and_world():
+def rank_and_world():  # (this worker's rank, the number of workers): (0, 1) without the launcher
     return (int(os.environ.get('PADDLE_TRAINER_ID', 0)),
             int(os.environ.get('PADDLE_TRAINERS_NUM', 1)))
 
 
 def select_device(name='auto'):
-    """'auto' | 'cpu' | 'gpu' -> the device set in paddle (on a GPU, cuDNN made deterministic).
-    Under paddle.distributed.launch it also joins the workers; only rank 0 prints from then on."""
+    """'auto' | 'cpu' | 'gpu': the device set in paddle (on a GPU cuDNN made deterministic); under
+    paddle.distributed.launch it also joins the workers (each prints into its own log)."""
     import paddle
     has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
     if name == 'gpu' and not has_gpu:
         fail('--device gpu was asked for, but this PaddlePaddle has no CUDA or sees no GPU; '
              'use --device cpu (or auto), or install paddlepaddle-gpu')
-    (rank, world_size), device = rank_and_world(), 'cpu'
+    world_size, device = rank_and_world()[1], 'cpu'
     if name in ('gpu', 'auto') and has_gpu:
         device = f'gpu:{paddle.distributed.ParallelEnv().device_id if world_size > 1 else 0}'
-        # same seed -> same losses on a GPU too
-        paddle.set_flags({'FLAGS_cudnn_deterministic': True})
+        paddle.set_flags({'FLAGS_cudnn_deterministic': True})  # same seed, same losses on a GPU
     paddle.set_device(device)
     if world_size > 1 and not paddle.distributed.is_initialized():
         paddle.distributed.init_parallel_env()  # gloo between CPU workers, NCCL between GPUs
-    if rank > 0:
-        # progress and results come from rank 0; errors still show
-        sys.stdout = open(os.devnull, 'w')
     print(f'device: {device}' + (f', {world_size} data-parallel workers' if world_size > 1 else ''))
     return device

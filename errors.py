@@ -1,24 +1,23 @@
-"""Problems a user can fix (a bad flag, file, folder or checkpoint): one `error:` sentence, exit 1.
-
-Everywhere in these scripts such a problem is raised as UserError (common.fail(message)); the
-script's entry point, run_main, prints it as one line, and a notebook kernel shows the same line
-instead of a traceback.
+"""A problem the user can fix (a bad flag, file, folder or checkpoint) is raised as UserError
+(fail(message)); run_main prints it as one `error:` line and exits 1, and a notebook shows the same
+line instead of a traceback.
 """
+import importlib
 import sys
+
+from startup import Stop as Stopped  # noqa: F401 (a run stopped on purpose in a notebook: one line)
 
 
 class UserError(Exception):
-    """A problem the user can fix (bad data, flag, checkpoint or folder): one sentence, exit 1."""
-
     def _render_traceback_(self):  # in Jupyter/IPython: the sentence, not a traceback
         return [f'error: {self}']
 
 
-def fail(message):  # run_main prints 'error: <message>' and exits with 1
+def fail(message):
     raise UserError(message)
 
 
-def run_main(main_fn, argv=None):  # a UserError becomes one 'error: ...' line and exit code 1
+def run_main(main_fn, argv=None):
     try:
         return main_fn(argv)
     except UserError as e:
@@ -26,8 +25,13 @@ def run_main(main_fn, argv=None):  # a UserError becomes one 'error: ...' line a
         raise SystemExit(1)
 
 
-class Stopped(Exception):
-    """A run that stopped on purpose (Ctrl-C, --help) inside a notebook: its line, no traceback."""
-
-    def _render_traceback_(self):
-        return [str(self)]
+def optional(module, flag):
+    """The module of an optional feature, imported when its flag asks for it: a notebook carries
+    only what its script imports at the top, so there a missing one is one sentence."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        fail(f'{flag} needs {module}.py beside this notebook (it is in the repository); '
+             f'or run the script')

@@ -38,7 +38,7 @@ DEFAULTS = {('numpy', 'gd'): (1000, None, 0.01), ('numpy', 'sgd'): (50, 100, 0.1
             ('paddle', 'gd'): (1000, None, 0.01), ('paddle', 'sgd'): (200, 10, 0.01)}
 
 
-# ---- config -------------------------------------------------------------------------------------
+# ---- 1. flags ------------------------------------------------------------------------------------
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
@@ -56,12 +56,12 @@ def build_parser():
     parser.add_argument('--data-dir',
                         help='folder holding housing.data, or the file (default: '
                              './work/housing.data, else PaddlePaddle\'s cache, downloading there)')
-    parser.add_argument('--out', default='runs/housing',
+    parser.add_argument('--out', default=common.kept('runs/housing'),
                         help='folder for metrics.json, loss.png, LR_model.pdparams')
     return parser
 
 
-# ---- data ---------------------------------------------------------------------------------------
+# ---- 2. data -------------------------------------------------------------------------------------
 
 def find_housing(data_dir):
     if data_dir:
@@ -106,7 +106,7 @@ def denormalise(values, mins, span, column=COLUMNS - 1):
     return np.asarray(values) * span[column] + mins[column]
 
 
-# ---- the model, by hand in numpy (--impl paddle: housing_paddle.py) -----------------------------
+# ---- 3. the model, by hand in numpy (--impl paddle: housing_paddle.py) --------------------------
 
 class Network:
     """z = x.w + b with MSE loss, its analytic gradient and a gradient-descent update."""
@@ -152,15 +152,16 @@ class Network:
         return losses
 
 
-# ---- main: data, train, evaluate, save ----------------------------------------------------------
+# ---- main: the sections above in order ---------------------------------------------------------
 
 def main(argv=None):
+    # 1. flags: the tutorial's epochs, batch size and learning rate for the chosen way
     args = common.parse_args(build_parser(), argv)
     wall_start = time.perf_counter()
     epochs, batch_size, lr = DEFAULTS[(args.impl, args.method)]
     epochs, lr = args.epochs or epochs, args.lr or lr
     batch_size = None if args.method == 'gd' else (args.batch_size or batch_size)
-
+    # 2. data: 506 houses, 80% to train, every column scaled by the training rows' min and max
     path = find_housing(args.data_dir)
     data = load_housing(path)
     train_set, test_set, mins, span = split_and_normalise(data)
@@ -173,7 +174,7 @@ def main(argv=None):
     x_train, y_train = train_set[:, :-1], train_set[:, -1:]
     x_test, y_test = test_set[:, :-1], test_set[:, -1:]
     example = len(test_set) - 10  # the tutorial's test example (index -10)
-
+    # 3. train the model: by hand in numpy (the Network above) or with PaddlePaddle
     if args.impl == 'numpy':
         net = Network(13, seed=args.seed)
         losses = net.train(train_set, epochs, lr, batch_size, args.seed,
@@ -186,7 +187,7 @@ def main(argv=None):
         losses, predict = housing_paddle.train_and_reload(train_set, epochs, lr, batch_size,
                                                           args.seed, model_path)
         device, paddle_version = 'cpu', housing_paddle.paddle.__version__
-
+    # 4. evaluate: the error in dollars, the tutorial's example house; metrics.json and loss.png
     train_mse = float(np.mean((predict(x_train) - y_train) ** 2))
     test_mse = float(np.mean((predict(x_test) - y_test) ** 2))
     test_rmse_k = math.sqrt(test_mse) * span[-1]  # in the price's units: $1000s

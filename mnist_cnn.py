@@ -6,7 +6,8 @@
     4. loss (五), optimizer (六)   softmax + cross-entropy or MSE; SGD/Momentum/AdaGrad/Adam,
                                   L2, LR decay
     5. the loop     forward, loss, backward, step; each epoch: validation (八) and a checkpoint (九)
-    6. main         device (七), data, model, train, evaluate on the eval split, save, plots
+    6. evaluation   on the eval split (八): accuracy, mistakes, confusion; the model saved
+    main runs these in order, one numbered step each (in the notebook: one cell each).
 
     # 5 epochs of the tutorial's final setup
     python mnist_cnn.py --data-dir ../shared/data/mnist
@@ -17,7 +18,6 @@
 """
 import argparse
 import os
-import time
 
 import startup
 paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
@@ -28,8 +28,6 @@ import paddle.nn.functional as F
 
 import checkpoints
 import common
-import plots
-import predict
 import progress
 from safe_files import check_writable
 
@@ -58,12 +56,9 @@ def build_parser():
     add('--num-workers', type=common.non_negative_int, default=0, help='DataLoader processes (三)')
     add('--shift', type=common.non_negative_int, default=0,
         help='move training images up to N pixels')
-    add('--check-shape', action='store_true',
-        help='print each layer\'s parameter and output shapes (八)')
     add('--check-content', action='store_true',
         help='print and draw the untrained network\'s kernels and feature maps (八)')
     common.add_run_args(parser, out='runs/cnn')
-    predict.add_args(parser)
     return parser
 
 
@@ -162,29 +157,28 @@ class MNISTCNN(nn.Layer):
 
 
 def build_model(cfg):
+    paddle.utils.unique_name.switch()  # fresh names (conv2d_0.w_0...): every run's checkpoints fit
     return MNISTCNN(outputs=10 if cfg['loss'] == 'ce' else 1)
 
 
 @paddle.no_grad()
-def check_layers(model, images, seed, out, shapes=True, content=False):
-    """八: one batch through the layers. shapes: print every parameter's and layer output's shape.
-    content: print a corner of one feature map per layer, and draw every kernel (kernels.png) and
-    every channel of the first image's feature maps (feature_maps.png).
-    The channel comes from the seed."""
+def check_layers(model, images, seed, out, content=False):
+    """八: one batch through the layers, printing every parameter's and layer output's shape.
+    content: also a corner of one feature map per layer (the channel comes from the seed), and
+    pictures of every kernel (kernels.png) and of the first image's feature maps
+    (feature_maps.png)."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
              ('fc', lambda t: model.fc(paddle.flatten(t, start_axis=1)))]
-    if shapes:
-        print('########## parameter shapes ##########')
-        print('\n'.join(f'{name}: {p.shape}' for name, p in model.named_parameters()))
-        print(f'########## output shape of every layer ##########\ninput: {x.shape}')
+    print('########## parameter shapes ##########')
+    print('\n'.join(f'{name}: {p.shape}' for name, p in model.named_parameters()))
+    print(f'########## output shape of every layer ##########\ninput: {x.shape}')
     channel = int(np.random.default_rng(seed).integers(0, 20))
     feature_maps = {}
     for name, step in steps:
         x = step(x)
-        if shapes:
-            print(f'{name}: {x.shape}')
+        print(f'{name}: {x.shape}')
         if content and x.ndim == 4:  # a corner of one feature map of the first image
             feature_maps[name] = x.numpy()[0]
             print(f'{name}: first image, channel {channel}, top-left 4x4:\n'
@@ -195,8 +189,10 @@ def check_layers(model, images, seed, out, shapes=True, content=False):
         conv1, conv2 = model.conv1.weight.numpy(), model.conv2.weight.numpy()
         for name, weight in (('conv1', conv1), ('conv2', conv2)):
             print(f'{name} kernel [0][0]:\n{np.array2string(weight[0, 0], precision=4)}')
-        plots.kernels_figure(os.path.join(out, 'kernels.png'), conv1, conv2, channel)
-        plots.feature_maps_figure(os.path.join(out, 'feature_maps.png'), images[0], feature_maps)
+        layer_plots = common.optional('layer_plots', '--check-content')  # not in the notebook
+        layer_plots.kernels_figure(os.path.join(out, 'kernels.png'), conv1, conv2, channel)
+        layer_plots.feature_maps_figure(os.path.join(out, 'feature_maps.png'), images[0],
+                                        feature_maps)
 
 
 # ---- 4. loss (五) and optimizer (六) ------------------------------------------------------------
@@ -233,14 +229,15 @@ def build_optimizer(cfg, parameters):
 
 def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
-    with validation and a checkpoint after every epoch.
+    with validation and a checkpoint after every epoch; then the loss and accuracy curves.
     Returns every batch's loss and each epoch's row."""
     train_loader, valid_loader, _ = loaders
     sampler = train_loader.batch_sampler
     # 七: with data-parallel workers, DataParallel averages their gradients (share_weight below
     # keeps that average the global batch's mean)
     net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model
-    # the tracker keeps the figures (metrics.json, plots, VisualDL); Ctrl-C becomes a safe stop
+    # the tracker holds the checkpoint folder, keeps the figures (metrics.json, the curves,
+    # VisualDL) and makes Ctrl-C a safe stop
     with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
@@ -260,8 +257,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
                 tracker.record_batch(batch_id, loss, correct, len(labels))
                 tracker.stop_if_diverged()  # NaN or infinite loss: stop, earlier checkpoints intact
                 tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
-                if batch_id % cfg['log_every'] == 0:
-                    tracker.print_progress()
+                tracker.print_progress()  # every --log-every batches, as the tutorial prints
             valid = evaluate(model, valid_loader, cfg['loss'])  # 八: images it never trains on
             position = tracker.end_epoch(valid)
             prefix = os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}')
@@ -294,43 +290,45 @@ def evaluate(model, loader, loss_kind):
     return result
 
 
-def finish(model, loaders, cfg, record, device, wall_start, extra=None):
+# ---- 6. evaluation (八) ------------------------------------------------------------------------
+
+def finish(model, loaders, cfg, record, device, extra=None):
     """八: the final accuracy on the eval split, which training never touched, its mistakes and
-    confusion matrix (mistakes.png, confusion.png); then the model, metrics.json and the plots."""
+    confusion matrix (mistakes.png, confusion.png); then the model and metrics.json."""
     result = evaluate(model, loaders[2], cfg['loss'])
     per_digit = progress.save_mistakes_and_confusion(model, loaders[2], cfg['loss'], cfg['out'])
     extra = dict(extra or {}, eval_acc_per_digit=per_digit)
-    return progress.finish(model, result, cfg, record, device, wall_start, 'CNN', extra)
+    return progress.finish(model, result, cfg, record, device, 'CNN', extra)
 
 
-# ---- 6. main ------------------------------------------------------------------------------------
+# ---- main: the sections above, in order (a notebook runs each step in its own cell) -------------
 
 def main(argv=None):
+    # 1. flags (the tutorial's settings by default), and the device (七)
     args = common.parse_args(build_parser(), argv)
-    if args.predict:
+    if args.predict:  # classify one image with the trained model, then stop
+        import predict
         return predict.run(args, SCRIPT, build_model)
-    wall_start = time.perf_counter()
-    device = common.select_device(args.device)  # 七: CPU or GPU, and the data-parallel workers
+    device = common.select_device(args.device)  # CPU or GPU, and the data-parallel workers
+    # 2. data (三): the three splits, the loaders, one batch, and samples.png
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
-    cfg = common.new_config(args, NAME, SCRIPT, source, splits,
-                            ignore=('check_shape', 'check_content'))
-    loaders = make_loaders(splits, cfg)
+    cfg = common.new_config(args, NAME, SCRIPT, source, splits, ignore=('check_content',))
     check_writable(args.out, args.ckpt_dir)  # a bad path fails now, not after an epoch
-    # 九: one run at a time writes the checkpoint folder; a fresh name scope gives parameters and
-    # optimizer state the same names in every run, so checkpoints load
-    with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
-        if not args.overwrite:  # a run stopped before its last epoch is resumed, not replaced
-            checkpoints.refuse_if_unfinished_run(args.ckpt_dir, cfg)
-        checkpoints.move_aside_earlier_runs(args.ckpt_dir, cfg)  # to checkpoint/previous/<run>/
-        paddle.seed(args.seed)  # the same seed, the same initial weights
-        model = build_model(cfg)
-        optimizer, scheduler = build_optimizer(cfg, model.parameters())
-        if args.check_shape or args.check_content:
-            check_layers(model, splits['train'][0][:args.batch_size], args.seed, args.out,
-                         args.check_shape, args.check_content)
-        progress.save_samples(loaders[0].dataset, cfg)  # 三: samples.png, what the model receives
-        record = train(model, optimizer, scheduler, loaders, cfg)
-        return finish(model, loaders, cfg, record, device, wall_start)
+    loaders = make_loaders(splits, cfg)
+    progress.show_data(loaders[0], cfg)
+    # 3. model (四), and 八's check: every parameter's and every layer's output shape
+    paddle.seed(args.seed)  # the same seed, the same initial weights
+    model = build_model(cfg)
+    check_layers(model, splits['train'][0][:args.batch_size], args.seed, args.out,
+                 args.check_content)
+    # 4. loss (五) and optimizer (六)
+    optimizer, scheduler = build_optimizer(cfg, model.parameters())
+    print(f'loss {args.loss}, optimizer {args.opt}, learning rate {optimizer.get_lr()} '
+          f'({args.schedule}), L2 {args.l2}')
+    # 5. train: progress lines, a checkpoint after each epoch (九), then the curves
+    record = train(model, optimizer, scheduler, loaders, cfg)
+    # 6. evaluate on the eval split (八), save the model and metrics.json
+    return finish(model, loaders, cfg, record, device)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,6 @@ classifier; PaddlePaddle's book: about 92.3% accuracy for softmax regression.
 """
 import argparse
 import os
-import time
 
 import startup
 paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
@@ -23,7 +22,6 @@ import paddle.nn.functional as F
 
 import checkpoints
 import common
-import predict
 import progress
 from safe_files import check_writable
 
@@ -50,7 +48,6 @@ def build_parser():
                         help='DataLoader processes preparing batches ahead (三); '
                              '0 = in the training process')
     common.add_run_args(parser, out='runs/linear')
-    predict.add_args(parser)
     return parser
 
 
@@ -96,6 +93,7 @@ class MNISTLinear(nn.Layer):
 
 
 def build_model(cfg):
+    paddle.utils.unique_name.switch()  # fresh names (linear_0.w_0...): every run's checkpoints fit
     return MNISTLinear(outputs=10 if cfg['loss'] == 'ce' else 1)
 
 
@@ -123,7 +121,8 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     """Train from `start` (a checkpoint's position; None: the beginning) to cfg['epochs'] epochs,
     with validation and a checkpoint after every epoch (scheduler: unused, SGD keeps its rate)."""
     train_loader, valid_loader, _ = loaders
-    # the tracker keeps the figures (metrics.json, plots, VisualDL); Ctrl-C becomes a safe stop
+    # the tracker holds the checkpoint folder, keeps the figures (metrics.json, the curves,
+    # VisualDL) and makes Ctrl-C a safe stop
     with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
@@ -139,11 +138,10 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
                 tracker.record_batch(batch_id, loss, correct, len(labels))
                 tracker.stop_if_diverged()  # NaN or infinite loss: stop, earlier checkpoints intact
                 tracker.save_and_stop_if_interrupted()  # Ctrl-C: save NAME_interrupted, then stop
-                if batch_id % cfg['log_every'] == 0:
-                    tracker.print_progress()
+                tracker.print_progress()  # every --log-every batches, as the tutorial prints
             valid = evaluate(model, valid_loader, cfg['loss'])
             position = tracker.end_epoch(valid)
-            prefix = os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}')
+            prefix = os.path.join(cfg['ckpt_dir'], f'{cfg["name"]}_epoch{epoch}')
             # 九: the model, the optimizer and where to continue
             checkpoints.save(prefix, model, optimizer, position)
             tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
@@ -173,14 +171,16 @@ def evaluate(model, loader, loss_kind):
     return result
 
 
-def finish(model, loaders, cfg, record, device, wall_start, extra=None):
+# ---- 6. evaluation (八) ------------------------------------------------------------------------
+
+def finish(model, loaders, cfg, record, device, extra=None):
     """八: the final accuracy on the eval split, which training never touched, its mistakes and
-    confusion matrix (mistakes.png, confusion.png); then the model, metrics.json and the plots."""
+    confusion matrix (mistakes.png, confusion.png); then the model and metrics.json."""
     result = evaluate(model, loaders[2], cfg['loss'])
     per_digit = progress.save_mistakes_and_confusion(model, loaders[2], cfg['loss'], cfg['out'])
     extra = dict(extra or {}, eval_acc_per_digit=per_digit)
-    title = f'linear ({cfg["loss"]})'
-    return progress.finish(model, result, cfg, record, device, wall_start, title, extra)
+    title = f'{cfg["script"]} ({cfg["loss"]})'
+    return progress.finish(model, result, cfg, record, device, title, extra)
 
 
 @paddle.no_grad()
@@ -195,35 +195,37 @@ def show_predictions(model, images, labels, loss_kind, count=10):
         print(f'  label {label}: predicted {shown}')
 
 
-# ---- 6. main ------------------------------------------------------------------------------------
+# ---- main: the sections above, in order (a notebook runs each step in its own cell) -------------
 
 def main(argv=None):
+    # 1. flags (the tutorial's settings by default), and the device (七)
     args = common.parse_args(build_parser(), argv)
-    if args.predict:
+    if args.predict:  # classify one image with the trained model, then stop
+        import predict
         return predict.run(args, SCRIPT, build_model)
-    wall_start = time.perf_counter()
     if common.rank_and_world()[1] > 1:
         common.fail('data-parallel training (stage 七) is in mnist_cnn.py; run this script without '
                     'the launcher')
     device = common.select_device(args.device)
+    # 2. data (三): the three splits, the loaders, one batch, and samples.png
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
     cfg = common.new_config(args, NAME, SCRIPT, source, splits)
-    loaders = make_loaders(splits, cfg)
     check_writable(args.out, args.ckpt_dir)  # a bad path fails now, not after an epoch
-    # 九: one run at a time writes the checkpoint folder; a fresh name scope gives parameters and
-    # optimizer state the same names in every run, so checkpoints load
-    with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
-        if not args.overwrite:  # a run stopped before its last epoch is resumed, not replaced
-            checkpoints.refuse_if_unfinished_run(args.ckpt_dir, cfg)
-        checkpoints.move_aside_earlier_runs(args.ckpt_dir, cfg)  # to checkpoint/previous/<run>/
-        paddle.seed(args.seed)  # the same seed, the same initial weights
-        model = build_model(cfg)
-        optimizer, scheduler = build_optimizer(cfg, model.parameters())
-        progress.save_samples(loaders[0].dataset, cfg)  # 三: samples.png, what the model receives
-        record = train(model, optimizer, scheduler, loaders, cfg)
-        metrics = finish(model, loaders, cfg, record, device, wall_start)
-        print('first eval images:')
-        show_predictions(model, *splits['eval'], args.loss)
+    loaders = make_loaders(splits, cfg)
+    progress.show_data(loaders[0], cfg)
+    # 3. model (二): one linear layer
+    paddle.seed(args.seed)  # the same seed, the same initial weights
+    model = build_model(cfg)
+    print(model)
+    # 4. loss and optimizer
+    optimizer, scheduler = build_optimizer(cfg, model.parameters())
+    print(f'loss {args.loss}, optimizer SGD, learning rate {optimizer.get_lr()}')
+    # 5. train: progress lines, a checkpoint after each epoch (九), then the curves
+    record = train(model, optimizer, scheduler, loaders, cfg)
+    # 6. evaluate on the eval split (八), save the model and metrics.json; a few predictions
+    metrics = finish(model, loaders, cfg, record, device)
+    print('first eval images:')
+    show_predictions(model, *splits['eval'], args.loss)
     return metrics
 
 

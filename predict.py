@@ -9,16 +9,9 @@ import numpy as np
 import paddle
 
 import checkpoints
-import plots
+import restore
 from errors import fail
-
-
-def add_args(parser):
-    parser.add_argument('--predict', metavar='IMAGE',
-                        help='classify one PNG/JPG digit with the model trained into --out, '
-                             'then stop')
-    parser.add_argument('--model', default=None,
-                        help='model file for --predict (default: <out>/model.pdparams)')
+from plots import as_2d, pyplot, save_figure
 
 
 def load_digit_image(path):
@@ -51,9 +44,30 @@ def predict_digit(model, image, loss_kind):
     return int(np.clip(np.round(output[0]), 0, 9)), None
 
 
+def prediction_figure(path, image, probabilities, digit):
+    """The image as the model sees it, beside a bar of each digit's probability with the predicted
+    one in orange; probabilities None (a regression model): the predicted digit as text instead."""
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(7, 3), width_ratios=(1, 1.6))
+    left.imshow(as_2d(np.asarray(image)[None])[0], cmap='gray', vmin=-1, vmax=1)
+    left.set_axis_off()
+    left.set_title('input (28x28, -1..1)', fontsize=10)
+    if probabilities is None:
+        right.set_axis_off()
+        right.text(0.5, 0.5, f'predicted digit: {int(digit)}', fontsize=16,
+                   ha='center', va='center')
+    else:
+        colours = ['tab:orange' if k == digit else 'tab:gray' for k in range(len(probabilities))]
+        right.bar(range(len(probabilities)), probabilities, color=colours)
+        right.set(xticks=range(len(probabilities)), ylim=(0, 1), xlabel='digit',
+                  ylabel='probability')
+        right.set_title(f'predicted: {int(digit)} ({probabilities[digit]:.2f})', fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def run(args, script, build_model):
     """--predict IMAGE: rebuild the model trained into --out (or --model) and classify one image."""
-    prefix = checkpoints.checkpoint_prefix(args.model or os.path.join(args.out, 'model'))
+    prefix = restore.checkpoint_prefix(args.model or os.path.join(args.out, 'model'))
     if not os.path.isfile(prefix + '.pdparams'):
         fail(f'no trained model at {prefix}.pdparams; train first (make cnn), or pass --model with '
              f'a model file (runs/cnn/model.pdparams) or a checkpoint (checkpoint/mnist_epoch0)')
@@ -64,10 +78,10 @@ def run(args, script, build_model):
     image = load_digit_image(args.predict)  # check the image before building anything
     with paddle.utils.unique_name.guard():
         model = build_model(meta['config'])
-        checkpoints.load_model(model, prefix + '.pdparams')
+        restore.load_model(model, prefix + '.pdparams')
         digit, probabilities = predict_digit(model, image, meta['config']['loss'])
-    picture = plots.prediction_figure(os.path.join(args.out, 'predict.png'), image[0],
-                                      probabilities, digit)
+    picture = prediction_figure(os.path.join(args.out, 'predict.png'), image[0], probabilities,
+                                digit)
     how = ('regression output, rounded' if probabilities is None
            else f'probability {probabilities.max():.4f}')
     print(f'predicted digit: {digit} ({how}); the image as the model sees it: {picture}')

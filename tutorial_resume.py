@@ -10,24 +10,22 @@ batch loss with the uninterrupted run (resume.py, which restores both, matches e
     python tutorial_resume.py ... --keep-order     # only the restarted learning rate
 """  # noqa: E501 (the first line, printed whole by --help, is 101 columns)
 import argparse
-import time
 
 import startup
 paddle = startup.import_paddle()  # first the project's Python and the CPU settings: see startup.py
 
 import numpy as np
 
-import checkpoints
 import common
 import mnist_cnn
-import resume
-from safe_files import check_writable, load_json
+import restore
+from safe_files import check_writable
 
 
 class GlobalShuffleSampler(common.EpochBatchSampler):
     """The tutorial's order: a new shuffle from a process-wide generator every epoch, whatever the
-    epoch number (seeded once, with another seed than the run's, so that this figure repeats)."""
-    generator = np.random.RandomState(1)
+    epoch number (seeded once per run, with another seed than the run's, so that this figure
+    repeats)."""
 
     def __iter__(self):
         order = self.generator.permutation(self.n)
@@ -44,18 +42,17 @@ def build_parser():
                         help='the uninterrupted run\'s metrics.json')
     parser.add_argument('--keep-order', action='store_true',
                         help='keep the run\'s batch order: only restart the rate')
-    parser.add_argument('--out', default='runs/tutorial-resume',
+    parser.add_argument('--out', default=common.kept('runs/tutorial-resume'),
                         help='metrics.json and plots of this run')
-    parser.add_argument('--ckpt-dir', default='checkpoint/tutorial-resume',
+    parser.add_argument('--ckpt-dir', default=common.kept('checkpoint/tutorial-resume'),
                         help='its own checkpoints (not the run\'s)')
     return parser
 
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
-    wall_start = time.perf_counter()
-    reference = load_json(args.compare, 'metrics.json of the uninterrupted run')
-    prefix, meta = checkpoints.find(args.ckpt)
+    reference = restore.load_json(args.compare, 'metrics.json of the uninterrupted run')
+    prefix, meta = restore.find(args.ckpt)
     if meta.get('script') != 'mnist_cnn':
         common.fail(f'{prefix} is not a checkpoint of mnist_cnn.py; '
                     f'the tutorial\'s resume is about its CNN')
@@ -69,28 +66,25 @@ def main(argv=None):
     train_loader, valid_loader, eval_loader = mnist_cnn.make_loaders(splits, cfg)
     if not args.keep_order:
         sampler = GlobalShuffleSampler(len(splits['train'][1]), cfg['batch_size'], cfg['seed'])
+        sampler.generator = np.random.RandomState(1)  # the process's generator, seeded once
         train_set = mnist_cnn.TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
         train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler)
     check_writable(args.out, args.ckpt_dir)
-    with checkpoints.lock_folder(args.ckpt_dir), paddle.utils.unique_name.guard():
-        checkpoints.move_aside_earlier_runs(args.ckpt_dir, cfg)
-        model = mnist_cnn.build_model(cfg)
-        # a new schedule, at step 0
-        optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())
-        checkpoints.load_model(model, prefix + '.pdparams')
-        state = checkpoints.load_state(prefix + '.pdopt', 'optimizer file')
-        # as the tutorial: Adam's moments come back, a new schedule at step 0
-        state['LR_Scheduler'] = scheduler.state_dict()
-        optimizer.set_state_dict(state)
-        print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr()}, '
-              + ('the same batch order' if args.keep_order
-                 else 'batches reshuffled from a global generator'))
-        loaders = (train_loader, valid_loader, eval_loader)
-        record = mnist_cnn.train(model, optimizer, scheduler, loaders, cfg, start=meta)
-        way = 'rate restarted' + ('' if args.keep_order else ', reshuffled')
-        metrics = mnist_cnn.finish(model, loaders, cfg, record, device, wall_start,
-                                   {'resumed_from': prefix, 'tutorial_way': way})
-    resume.compare_losses(metrics, reference)  # expected to differ: that is the point
+    model = mnist_cnn.build_model(cfg)
+    optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule
+    restore.load_model(model, prefix + '.pdparams')
+    state = restore.load_state(prefix + '.pdopt', 'optimizer file')
+    state['LR_Scheduler'] = scheduler.state_dict()  # as the tutorial: Adam's moments, the rate anew
+    optimizer.set_state_dict(state)
+    print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr()}, '
+          + ('the same batch order' if args.keep_order
+             else 'batches reshuffled from a global generator'))
+    loaders = (train_loader, valid_loader, eval_loader)
+    record = mnist_cnn.train(model, optimizer, scheduler, loaders, cfg, start=meta)
+    way = 'rate restarted' + ('' if args.keep_order else ', reshuffled')
+    metrics = mnist_cnn.finish(model, loaders, cfg, record, device,
+                               {'resumed_from': prefix, 'tutorial_way': way})
+    restore.compare_losses(metrics, reference)  # expected to differ: that is the point
     return metrics
 
 

@@ -190,4 +190,17 @@ def test_no_data_and_no_network_says_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(common.UserError) as err:
         common.load_mnist_splits(None)
     text = str(err.value)
-    assert 'work/mnist.json.gz' in text and '--data-dir' in text and 'download' in text
+    assert 'data/data*/' in text and 'mnist.json.gz' in text and '--data-dir' in text and 'download' in text
+
+
+def test_ai_studios_mounted_dataset_is_found(idx_dir, tmp_path, monkeypatch):
+    """AI Studio mounts the course's dataset as data/data65/ beside the notebook and in the home folder;
+    ./work/ comes first, then ./, then data/data*/."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    shutil.copytree(idx_dir, tmp_path / 'home' / 'data' / 'data65')
+    assert common.resolve_data_source(None) == ('idx', str(tmp_path / 'home' / 'data' / 'data65'))
+    shutil.copytree(idx_dir, tmp_path / 'data' / 'data65')
+    assert common.resolve_data_source(None) == ('idx', os.path.join('data', 'data65'))
+    shutil.copytree(idx_dir, tmp_path / 'work')
+    assert common.resolve_data_source(None) == ('idx', 'work')

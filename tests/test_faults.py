@@ -12,6 +12,7 @@ import startup
 startup.import_paddle()  # before paddle, as in the scripts
 
 import checkpoints
+import restore
 import common
 
 import numpy as np
@@ -175,12 +176,12 @@ def test_a_second_ctrl_c_aborts_without_saving(idx_dir, tmp_path):
     assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if not n.startswith('.lock')) == \
         ['mnist_epoch0.json', 'mnist_epoch0.pdopt', 'mnist_epoch0.pdparams']  # no part of mnist_interrupted
     assert_every_file_is_whole(str(tmp_path / 'checkpoint'))
-    assert checkpoints.find(str(tmp_path / 'checkpoint'))[1]['next_epoch'] == 1
+    assert restore.find(str(tmp_path / 'checkpoint'))[1]['next_epoch'] == 1
     assert not (tmp_path / 'runs' / 'cnn' / 'metrics.json').exists()
 
 
 def test_latest_and_folder_pick_the_newest_checkpoint(reference):
-    prefix, meta = checkpoints.find(str(reference / 'checkpoint'))
+    prefix, meta = restore.find(str(reference / 'checkpoint'))
     assert prefix.endswith('mnist_epoch3') and meta['next_epoch'] == 4
 
 
@@ -197,7 +198,7 @@ def test_a_new_run_moves_the_earlier_runs_checkpoints_aside(reference, run_scrip
     moved = work / 'checkpoint' / 'previous' / earlier['run_id']
     assert f'moved to {Path("checkpoint") / "previous" / earlier["run_id"]}' in proc.stdout
     assert (moved / 'mnist_epoch0.pdparams').read_bytes() == before
-    assert checkpoints.find(str(moved))[0].endswith('mnist_epoch3')  # all four epochs, complete
+    assert restore.find(str(moved))[0].endswith('mnist_epoch3')  # all four epochs, complete
     now = json.loads((work / 'checkpoint' / 'mnist_epoch0.json').read_text())
     assert now['run_id'] != earlier['run_id'] and now['config']['opt'] == 'momentum'
     assert not (work / 'checkpoint' / 'mnist_epoch3.json').exists()  # nothing of the earlier run mixed in
@@ -236,7 +237,7 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
                       '--train-limit', '40', '--overwrite', cwd=work)
     assert proc.returncode == 0, proc.stderr
     moved = work / 'checkpoint' / 'previous' / run_id
-    assert (moved / 'mnist_interrupted.json').exists() and checkpoints.find(str(moved))[0].endswith('interrupted')
+    assert (moved / 'mnist_interrupted.json').exists() and restore.find(str(moved))[0].endswith('interrupted')
 
 
 def damaged_copy(reference, tmp_path):
@@ -354,7 +355,7 @@ def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, m
         mnist_cnn.main(args + ['--out', str(tmp_path / 'part'), '--ckpt-dir', str(tmp_path / 'c')])
     assert stop.value.code == 130
     monkeypatch.setattr(mnist_cnn, 'loss_and_correct', real)
-    assert checkpoints.find(str(tmp_path / 'c'))[1]['next_epoch'] == 1
+    assert restore.find(str(tmp_path / 'c'))[1]['next_epoch'] == 1
     assert (tmp_path / 'c' / 'mnist_epoch0.json').exists()
 
     resumed = resume.main(['--ckpt', str(tmp_path / 'c'), '--out', str(tmp_path / 'res'),

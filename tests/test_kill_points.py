@@ -264,13 +264,12 @@ def test_a_kill_while_a_second_run_writes_its_results_into_the_same_out(referenc
     assert read_metrics(out)['batch_losses'] == read_metrics(reference / 'runs' / 'cnn')['batch_losses']
 
 
-@pytest.mark.xfail(strict=True, reason='checkpoints.save replaces .pdparams before the .json that holds its hash: '
-                   'a kill between the two renames leaves model.json of the first run beside model.pdparams of the '
-                   'second, "damaged", neither whole nor absent (README: "whole or absent")')
 def test_a_kill_between_the_model_and_its_json_of_another_runs_model_leaves_it_whole_or_absent(
         reference, idx_dir, tmp_path):
     """The course's own sequence, `make cnn`, then `make cnn ARGS="--opt momentum"`: a second run with
-    other settings into the same --out, killed right after its model.pdparams is in place."""
+    other settings into the same --out, killed right after its model.pdparams is in place. (It failed
+    before checkpoints.save removed another run's json first: a "damaged" pair, neither whole nor
+    absent.)"""
     work = tmp_path
     shutil.copytree(reference / 'runs', work / 'runs')
     proc = run('mnist_cnn.py', ['--data-dir', idx_dir, *ARGS[:-2], '--opt', 'momentum', '--log-every', '1000'], work,

@@ -1,13 +1,19 @@
-"""The generated notebooks (notebooks/*.ipynb, written by tools/make_notebooks.py) as a learner uses
-them in AI Studio: the one .ipynb alone in an empty folder, the data in ./work/, Run All in a real
-IPython kernel (nbclient), without network and without the repository on the kernel's path. Also:
-the committed notebooks are what the generator writes from today's scripts."""
+"""The generated notebooks (notebooks/*.ipynb, tools/make_notebooks.py) as a learner uses them on AI
+Studio as it is: the one .ipynb alone in an empty folder, the course's dataset mounted under
+data/data65/, Run All in a real IPython kernel (nbclient), no network, nothing of the repository on
+the kernel's path, and the packages only the project pins (visualdl, filelock, torch) made
+unimportable, as AI Studio has only PaddlePaddle, numpy, matplotlib and Pillow. Also: the committed
+notebooks are what the generator writes from today's scripts; every step's cell shows its output;
+the losses equal the script's, bit for bit; Run All twice in one kernel gives the same numbers."""
 import asyncio
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -18,22 +24,24 @@ import fixtures
 from conftest import ROOT, script_env
 
 NOTEBOOKS = ROOT / 'notebooks'
-# The smallest settings that still train, validate, checkpoint, evaluate and plot: one epoch of the
-# fixture's first 100 training images (one batch). They replace the run cell's `args = []`.
+BLOCKED = ('visualdl', 'filelock', 'torch')  # pinned by the project, not on AI Studio
+# The smallest settings that still train, validate, checkpoint, evaluate and plot (they replace the
+# first step's `argv = []`): one epoch of the fixture's first 100 training images (one batch).
 FAST_ARGS = {'housing': ['--epochs', '5'], 'mnist_linear': ['--epochs', '1', '--train-limit', '100'],
              'mnist_mlp': ['--epochs', '1', '--train-limit', '100'],
              'mnist_numpy': ['--epochs', '1', '--train-limit', '100'],
-             'mnist_cnn': ['--epochs', '1', '--train-limit', '100']}
-# resume.ipynb: 2 epochs of 2 batches, so that the run resumed from epoch 0 has a whole epoch to compare
-RESUME_ARGS = ['--epochs', '2', '--train-limit', '200', '--log-every', '1000']
-# Printed last by the notebook's kernel: the helper modules were imported from the notebook's folder.
+             'mnist_cnn': ['--epochs', '2', '--train-limit', '200', '--log-every', '1']}
+SCRIPT_OUT = {'housing': 'runs/housing', 'mnist_linear': 'runs/linear', 'mnist_mlp': 'runs/mlp',
+              'mnist_numpy': 'runs/numpy', 'mnist_cnn': 'runs/cnn'}
+# resume.ipynb trains first when work/checkpoint holds no run: 2 epochs of 2 batches
+RESUME_TRAIN = ['--epochs', '2', '--train-limit', '200', '--log-every', '1000']
 WHERE = "import common, os; print('helpers from the notebook folder:', os.path.dirname(common.__file__) == os.getcwd())"
 
 
 @pytest.fixture(scope='module')
-def work(tmp_path_factory):
-    """AI Studio's data folder: the four MNIST idx files and a housing.data (a known linear relation)."""
-    folder = fixtures.write_idx_folder(str(tmp_path_factory.mktemp('nb_data') / 'work'))
+def data65(tmp_path_factory):
+    """AI Studio's mounted course dataset (data/data65/: the four idx .gz files), and housing.data."""
+    folder = fixtures.write_idx_folder(str(tmp_path_factory.mktemp('nb_data') / 'data65'))
     features = np.random.default_rng(7).uniform(0, 10, size=(100, 13))
     np.savetxt(os.path.join(folder, 'housing.data'), np.c_[features, features @ np.linspace(-1, 1, 13) + 3.0],
                fmt='%.6f')
@@ -42,19 +50,24 @@ def work(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def kernel_env(tmp_path_factory):
-    """An empty HOME (no PaddlePaddle cache), downloads failing at once (script_env), and nothing of
-    the repository on the path: the notebook has to bring its modules itself."""
+    """An empty HOME (no PaddlePaddle cache), downloads failing at once (script_env), nothing of the
+    repository on the path, and the project-only packages unimportable (a sitecustomize.py)."""
     env = script_env(tmp_path_factory.mktemp('nb_home'))
-    for var in ('PYTHONPATH', 'MPLBACKEND'):
-        env.pop(var, None)
+    site = tmp_path_factory.mktemp('nb_block')
+    (site / 'sitecustomize.py').write_text('import sys\n' + ''.join(f'sys.modules[{m!r}] = None\n' for m in BLOCKED))
+    env.pop('MPLBACKEND', None)
+    env['PYTHONPATH'] = str(site)
     return env
 
 
-def upload(name, folder, work):
-    """The notebook copied alone into an empty folder, with work/ beside it; returns the notebook."""
+def upload(name, folder, data65):
+    """The notebook copied alone into an empty folder; the dataset at data/data65/ and housing.data in
+    work/ (where the housing chapter looks)."""
     folder.mkdir()
     shutil.copy(NOTEBOOKS / f'{name}.ipynb', folder)
-    shutil.copytree(work, folder / 'work')
+    shutil.copytree(data65, folder / 'data' / 'data65', ignore=shutil.ignore_patterns('housing.data'))
+    (folder / 'work').mkdir()
+    shutil.copy(os.path.join(data65, 'housing.data'), folder / 'work')
     nb = nbformat.read(folder / f'{name}.ipynb', as_version=4)
     nbformat.validate(nb)  # what Jupyter and AI Studio accept: nbformat 4.5, with cell ids
     return nb
@@ -65,49 +78,70 @@ def cell(nb, cell_id):
     return found
 
 
-def set_args(nb, cell_id, variable, args):
-    """Replace the run cell's `variable = [...]` line (the tutorial's settings) with args."""
+def set_list(nb, cell_id, variable, args):
     c = cell(nb, cell_id)
     c.source, n = re.subn(rf'^{variable} = \[.*$', f'{variable} = {args!r}', c.source, flags=re.M)
     assert n == 1, c.source
 
 
 def fast(name, nb):
-    """The notebook as a test runs it: the fastest settings, then a cell saying where `common` came from."""
     if name == 'resume':
-        set_args(nb, 'train', 'train_args', RESUME_ARGS)
+        set_list(nb, 'intro-extra-0', 'train_args', RESUME_TRAIN)
     else:
-        set_args(nb, 'run', 'args', FAST_ARGS[name])
+        set_list(nb, 'step-1', 'argv', FAST_ARGS[name])
     nb.cells.append(nbformat.v4.new_code_cell(WHERE))
     return nb
 
 
+def twice(name, nb):
+    """Run All, then every cell again in the same kernel: the same losses (no stale module, no lock
+    still held)."""
+    nb = fast(name, nb)
+    lesson = nb.cells[:-1]  # the helper files too: written and imported again, nothing stale
+    again = [nbformat.v4.new_code_cell(c.source) if c.cell_type == 'code' else nbformat.v4.new_markdown_cell(c.source)
+             for c in lesson]
+    nb.cells += [nbformat.v4.new_code_cell("first = metrics['batch_losses']")] + again + [
+        nbformat.v4.new_code_cell("print('same losses twice:', metrics['batch_losses'] == first)")]
+    return nb
+
+
 def with_mistakes(name, nb):
-    """mnist_cnn.ipynb with a bad flag in its run cell, then bad data, then a cell that should still run."""
-    cell(nb, 'run').source = "main(['--epochs', '0'])"
-    nb.cells += [nbformat.v4.new_code_cell("main(['--data-dir', 'nowhere'])"),
+    """mnist_cnn.ipynb with a bad flag in its first step, then bad data, then a cell that should still run."""
+    cell(nb, 'step-1').source = "args = common.parse_args(build_parser(), ['--epochs', '0'])"
+    nb.cells = nb.cells[:nb.cells.index(cell(nb, 'step-1')) + 1]
+    nb.cells += [nbformat.v4.new_code_cell("common.load_mnist_splits('nowhere')"),
                  nbformat.v4.new_code_cell("print('alive')")]
     return nb
 
 
+def in_home_work(name, nb):
+    """Uploaded into ~/work/ (AI Studio's kept folder), the dataset at ~/data/data65/: see the job."""
+    return fast(name, nb)
+
+
 # job: (notebook, edit), the longest first, so that two at a time finish together
-JOBS = {'resume': ('resume', fast), 'mnist_cnn': ('mnist_cnn', fast), 'housing': ('housing', fast),
+JOBS = {'resume': ('resume', fast), 'mnist_cnn': ('mnist_cnn', twice), 'housing': ('housing', fast),
         'mnist_mlp': ('mnist_mlp', fast), 'mnist_linear': ('mnist_linear', fast),
-        'mistakes': ('mnist_cnn', with_mistakes), 'mnist_numpy': ('mnist_numpy', fast)}
+        'mistakes': ('mnist_cnn', with_mistakes), 'mnist_numpy': ('mnist_numpy', fast),
+        'in_home_work': ('mnist_linear', in_home_work)}
 
 
 @pytest.fixture(scope='module')
-def executed(request, tmp_path_factory, work, kernel_env):
-    """Run All for every job a selected test needs (its `job` parameter), each in its own fresh kernel
-    started in its own folder, two at a time (the kernels are separate processes; nbclient is
-    asynchronous): {job: (folder, notebook or the exception that stopped it)}. Errors in cells do not
+def executed(request, tmp_path_factory, data65, kernel_env):
+    """Run All for every job a selected test needs, each in its own fresh kernel in its own folder, two
+    at a time: {job: (folder, notebook or the exception that stopped it)}. Errors in cells do not
     stop a run: the tests read the outputs."""
     base, results = tmp_path_factory.mktemp('notebooks'), {}
     wanted = {item.callspec.params.get('job') for item in request.session.items if hasattr(item, 'callspec')}
 
     async def run(job, name, edit, gate):
         folder = base / job
-        nb = edit(name, upload(name, folder, work))
+        nb = edit(name, upload(name, folder, data65))
+        if job == 'in_home_work':  # the notebook in ~/work/, the dataset in ~/data/data65/
+            home = Path(kernel_env['HOME'])
+            shutil.move(str(folder / 'data'), str(home / 'data'))
+            shutil.rmtree(folder / 'work')
+            folder = folder.rename(home / 'work')
         async with gate:
             try:
                 await NotebookClient(nb, timeout=600, kernel_name='python3', allow_errors=True,
@@ -139,58 +173,91 @@ def text(c, stream='stdout'):
     return ''.join(o.get('text', '') for o in c.outputs if o.output_type == 'stream' and o.name == stream)
 
 
-def pngs(nb):
-    return [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs
-            if o.output_type == 'display_data' and 'image/png' in o.get('data', {})]
+def pngs(c):
+    return [o for o in c.outputs if o.output_type == 'display_data' and 'image/png' in o.get('data', {})]
 
 
 def check_self_contained(nb, folder):
-    """Every %%writefile cell wrote exactly its text, and the kernel imported those files."""
-    written = [c for c in nb.cells if c.cell_type == 'code' and c.source.startswith('%%writefile ')]
+    """Every %%writefile cell wrote exactly its text, collapsed, and the kernel imported those files."""
+    written = [c for c in nb.cells if c.get('id', '').startswith('file-')]  # the notebook's own
     assert written
     for c in written:
         magic, body = c.source.split('\n', 1)
         assert (folder / magic.split()[1]).read_text(encoding='utf-8') == body, magic
-    assert 'helpers from the notebook folder: True' in text(nb.cells[-1])
+        assert c.metadata.get('jupyter', {}).get('source_hidden') is True, magic
+    assert len({c.source.split('\n', 1)[0] for c in written}) == len(written)  # each module once
+    assert any('helpers from the notebook folder: True' in text(c) for c in nb.cells if c.cell_type == 'code')
 
 
 def test_notebooks_are_up_to_date():
-    """notebooks/ holds exactly what the generator writes from today's scripts (make notebooks)."""
+    """The committed notebooks are what the generator writes from today's scripts."""
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'make_notebooks.py'), '--check'],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize('job', sorted(FAST_ARGS))
-def test_stage_notebook_runs_alone(job, executed):
+def script_losses(name, tmp_path, data65):
+    """The same stage run as a script with the same flags: its batch losses."""
+    shutil.copytree(data65, tmp_path / 'data' / 'data65')
+    args = FAST_ARGS[name] + (['--data-dir', str(tmp_path / 'data' / 'data65')] if name == 'housing' else [])
+    proc = subprocess.run([sys.executable, str(ROOT / f'{name}.py'), *args], cwd=tmp_path, capture_output=True,
+                          text=True, env=script_env(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((tmp_path / SCRIPT_OUT[name] / 'metrics.json').read_text())['batch_losses']
+
+
+@pytest.mark.parametrize('job', ['mnist_cnn', 'housing', 'mnist_mlp', 'mnist_linear', 'mnist_numpy'])
+def test_stage_notebook_runs_cell_by_cell_like_its_script(job, executed, data65, tmp_path):
+    """Run All succeeds without installing anything; every step shows its output under its cell; the
+    data came from data/data65/; the outputs are under work/; the losses equal the script's."""
     folder, nb = result(executed, job)
-    assert errors(nb) == []
+    assert not errors(nb), errors(nb)
     check_self_contained(nb, folder)
-    assert len(pngs(nb)) >= 1  # the plots show inline, and are saved
-    assert list(folder.glob('runs/*/metrics.json')) and list(folder.glob('runs/*/*.png'))
+    steps = [c for c in nb.cells if c.cell_type == 'code' and re.fullmatch(r'step-\d+', c.get('id', ''))]
+    assert len(steps) >= 4, [c.get('id') for c in nb.cells]
+    for c in steps:
+        assert c.outputs, f'{c.id} shows no output:\n{c.source}'
+    if job != 'housing':
+        assert 'from data/data65' in ''.join(text(c) for c in steps), text(steps[0]) + text(steps[1])
+    metrics = json.loads((folder / 'work' / SCRIPT_OUT[job] / 'metrics.json').read_text())
+    assert metrics['batch_losses'] == script_losses(job, tmp_path, data65)  # bit for bit
+    if job == 'mnist_cnn':  # the pictures arrive under their steps: samples, curves, mistakes, confusion
+        assert len(pngs(cell(nb, 'step-2'))) == 1 and len(pngs(cell(nb, 'step-5'))) == 2
+        assert len(pngs(cell(nb, 'step-6'))) == 2
+        assert 'fc: paddle.Size(' in text(cell(nb, 'step-3'))  # 八: the layer shapes
+        assert 'note: in a notebook outputs go under work/' in text(cell(nb, 'step-1'))
+        assert (folder / 'work' / 'checkpoint' / 'mnist_epoch1.json').is_file()
+        assert 'same losses twice: True' in text(nb.cells[-1]), text(nb.cells[-1])
 
 
 @pytest.mark.parametrize('job', ['resume'])
 def test_resume_notebook_resumes_bit_identically(job, executed):
     folder, nb = result(executed, job)
-    assert errors(nb) == []
+    assert not errors(nb), errors(nb)
     check_self_contained(nb, folder)
-    assert 'resumed losses are bit-identical to the uninterrupted run' in text(cell(nb, 'resume'))
-    assert 'resumed == uninterrupted, batch for batch: True' in text(cell(nb, 'resume'))  # ==, every float
-    assert 'resumed losses DIFFER from the reference run' in text(cell(nb, 'tutorial'))  # the tutorial's drift
-    assert len(pngs(nb)) >= 1
+    out = ''.join(text(c) for c in nb.cells if c.cell_type == 'code')
+    assert 'resumed losses are bit-identical to the uninterrupted run' in out, out[-3000:]
+    assert 'resumed losses DIFFER from the reference run' in out  # the tutorial's way, at the end
+    assert not [c for c in nb.cells if c.source.startswith('%%writefile resume.py')]  # the lesson, once
 
 
 @pytest.mark.parametrize('job', ['mistakes'])
-def test_a_mistake_in_the_run_cell_shows_one_sentence_and_the_kernel_lives_on(job, executed):
-    _, nb = result(executed, job)
-    flag_cell, data_cell, alive_cell = nb.cells[-3:]
-    (flag_error,) = [o for o in flag_cell.outputs if o.output_type == 'error']
-    # one `error:` line, as for bad data (argparse's SystemExit would crash IPython 8.18 on Python 3.9)
-    assert flag_error.ename == 'UserError'
-    assert flag_error.traceback == ["error: argument --epochs: must be greater than 0, got 0; see main(['--help'])"]
-    (data_error,) = [o for o in data_cell.outputs if o.output_type == 'error']
-    assert data_error.ename == 'UserError' and len(data_error.traceback) == 1
-    assert data_error.traceback[0].startswith('error: --data-dir nowhere does not exist')
-    assert text(alive_cell) == 'alive\n'
-    assert [e[1] for e in errors(nb)] == ['UserError', 'UserError']  # and nothing else failed
+def test_a_mistake_shows_one_sentence_and_the_kernel_lives_on(job, executed):
+    folder, nb = result(executed, job)
+    found = errors(nb)
+    assert [e[1] for e in found] == ['UserError', 'UserError'], found
+    assert 'must be greater than 0' in found[0][2] and 'nowhere' in found[1][2]
+    for c in nb.cells[-3:-1]:
+        (out,) = [o for o in c.outputs if o.output_type == 'error']
+        assert len(out.traceback) == 1 and out.traceback[0].startswith('error: ')  # no traceback
+    assert 'alive' in text(nb.cells[-1])
+
+
+@pytest.mark.parametrize('job', ['in_home_work'])
+def test_a_notebook_uploaded_into_work_finds_the_dataset_and_keeps_its_outputs_there(job, executed):
+    folder, nb = result(executed, job)
+    assert folder.name == 'work' and not errors(nb), errors(nb)
+    assert 'data/data65' in text(cell(nb, 'step-2')), text(cell(nb, 'step-2'))
+    assert (folder / 'runs' / 'linear' / 'metrics.json').is_file()  # not work/work/
+    assert (folder / 'checkpoint' / 'linear_epoch0.json').is_file()
+    assert 'note: in a notebook outputs go under work/' not in text(cell(nb, 'step-1'))

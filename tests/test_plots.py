@@ -10,7 +10,9 @@ import pytest
 
 import common
 import fixtures
+import layer_plots
 import plots
+import predict
 from conftest import ROOT
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -52,13 +54,13 @@ def test_every_picture_is_a_png_of_its_size(digits, tmp_path):
         'lines': (lambda p: plots.plot_lines(p, {'loss': (steps, 1 / (1 + steps))}, 't', 'x', 'y'),
                   (700, 400)),
         'samples': (lambda p: plots.samples_grid(p, images, labels, 'samples'), (800, 440)),
-        'prediction': (lambda p: plots.prediction_figure(p, images[0], probabilities[0], 3),
+        'prediction': (lambda p: predict.prediction_figure(p, images[0], probabilities[0], 3),
                        (700, 300)),
-        'prediction_mse': (lambda p: plots.prediction_figure(p, images[0], None, 3), (700, 300)),
+        'prediction_mse': (lambda p: predict.prediction_figure(p, images[0], None, 3), (700, 300)),
         'confusion': (lambda p: plots.confusion_figure(
             p, plots.confusion_matrix(labels, probabilities.argmax(1))), (600, 600)),
-        'kernels': (lambda p: plots.kernels_figure(p, w1, w2, 7), (1000, 500)),
-        'features': (lambda p: plots.feature_maps_figure(p, images[0], layer_outputs()),
+        'kernels': (lambda p: layer_plots.kernels_figure(p, w1, w2, 7), (1000, 500)),
+        'features': (lambda p: layer_plots.feature_maps_figure(p, images[0], layer_outputs()),
                      (1000, 440)),
     }
     for name, (draw, size) in pictures.items():
@@ -146,7 +148,7 @@ def test_in_a_notebook_the_picture_is_shown_too(digits, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(plots, 'in_notebook', lambda: True)
     monkeypatch.setattr(plots.pyplot(), 'show', lambda: shown.append(True))
-    plots.prediction_figure(str(tmp_path / 'p.png'), digits[0][0], None, 3)
+    predict.prediction_figure(str(tmp_path / 'p.png'), digits[0][0], None, 3)
     assert shown == [True] and png_size(tmp_path / 'p.png') == (700, 300)
 
 

@@ -1,21 +1,24 @@
 """Write one self-contained Jupyter notebook per stage script into notebooks/ (for AI Studio, where a
-learner uploads a single .ipynb, and for Jupyter), generated from the scripts themselves.
+learner uploads a single .ipynb, and for Jupyter), generated from the scripts themselves: the scripts
+stay the one source (as keras-io's literate examples).
 
     python tools/make_notebooks.py            # (re)write notebooks/*.ipynb (make notebooks)
     python tools/make_notebooks.py --check    # exit 1 naming each notebook that is out of date
 
 Each notebook, top to bottom:
-  1. the script's docstring, and where the data goes (./work/ beside the notebook);
-  2. one `%%writefile NAME.py` cell per project module the script imports, directly or through another
-     module (found by reading the imports with `ast`, so the set follows the code as it changes);
-  3. the script's own code, one cell per section (`# ---- 2. data (三) ----...` lines), each under a
-     Markdown cell naming the section and its course stage; a script without such lines is split at its
-     top-level functions and classes;
-  4. a last cell in place of `if __name__ == '__main__':` that calls main(args) with the tutorial's
-     settings (the flags' defaults): a mistake shows one sentence, as on the command line.
-notebooks/resume.ipynb (stage 九): resume.py's code; train mnist_cnn.py, resume from epoch 0 with
-identical losses, then the tutorial's way (tutorial_resume.py). The output is deterministic (fixed
-ids and metadata, no outputs, JSON as nbformat writes it): unchanged scripts give identical bytes.
+  1. the script's docstring, where the data goes, and how to run it;
+  2. the project modules the script imports at its top (found with `ast`, followed transitively; an
+     import inside a function is an optional feature, such as --predict, and is not carried), each
+     written by a `%%writefile NAME.py` cell whose source JupyterLab shows collapsed;
+  3. the lesson, cell by cell: the script's imports, then for each section `# ---- N. title ----` a
+     Markdown cell (its title, its course stage, and the explanation from notebooks/text/SCRIPT.md),
+     the section's definitions, and the step of main() numbered N (`    # N. ...` comments in main()
+     split its body into steps), run at top level so that its output shows right under it. The
+     step's code is main()'s, dedented: `argv = [...]` comes first (the flags, as on the command line),
+     a top-level `if ...: return ...` (a command-line-only path such as --predict) is left out, and
+     `return X` at the end becomes `metrics = X`. Steps with no section of their number follow the
+     sections. A fenced python block in the text file becomes a notebook-only cell after that step.
+The output is deterministic (fixed ids and metadata, no outputs): unchanged scripts give identical bytes.
 """
 import argparse
 import ast
@@ -48,13 +51,25 @@ SECTION_WORDS = {'training loop': '训练循环', 'the loop': '训练循环', 'f
 # `# ---- 2. data (三) -------` at the start of a line: a section of a stage script
 SECTION = re.compile(r'^# -{2,} (?P<title>.*?) -{3,}\s*$')
 
-MNIST_DATA = ('**Data / 数据**: put the four MNIST idx files (`train-images-idx3-ubyte.gz`, ...) or the '
-              'course\'s `mnist.json.gz` in `./work/` beside this notebook; without them the first run '
-              'downloads MNIST into PaddlePaddle\'s cache. 把 MNIST 数据(四个 idx 文件或 `mnist.json.gz`)'
-              '放在 notebook 旁边的 `./work/` 目录;没有时第一次运行会下载到 PaddlePaddle 的缓存目录。')
+MNIST_DATA = ('**Data / 数据**: on AI Studio, add the course\'s MNIST dataset to the project: it is mounted '
+              'under `data/data65/` and found there. Elsewhere put the four MNIST idx files or `mnist.json.gz` '
+              'in `./work/` beside this notebook; with none of these, the first run downloads MNIST. '
+              '**Outputs / 输出** go under `work/`, which AI Studio keeps across restarts.\n\n'
+              '在 AI Studio 上把课程的 MNIST 数据集添加到项目中,它挂载在 `data/data65/`,程序会自动找到;'
+              '也可以把四个 idx 文件或 `mnist.json.gz` 放在 `./work/`;都没有时第一次运行会下载。'
+              '输出与检查点写在 `work/` 下,AI Studio 重启后仍保留。')
 HOUSING_DATA = ('**Data / 数据**: put `housing.data` (UCI Boston housing) in `./work/` beside this notebook; '
                 'without it the first run downloads it into PaddlePaddle\'s cache. 把 `housing.data` 放在 '
                 'notebook 旁边的 `./work/` 目录;没有时第一次运行会下载到 PaddlePaddle 的缓存目录。')
+# notebook -> (its script, modules it uses besides the script's own imports, the flags of its first cell)
+NOTEBOOKS = {'housing': ('housing', ('housing_paddle',), '[]'),
+             'mnist_linear': ('mnist_linear', (), '[]'), 'mnist_mlp': ('mnist_mlp', (), '[]'),
+             'mnist_numpy': ('mnist_numpy', (), '[]'), 'mnist_cnn': ('mnist_cnn', (), '[]'),
+             'resume': ('resume', ('mnist_cnn', 'tutorial_resume'),
+                        "['--ckpt', common.kept('checkpoint/mnist_epoch0'),\n"
+                        "        '--compare', common.kept('runs/cnn/metrics.json')]")}
+TEXT_DIR = os.path.join('notebooks', 'text')  # SCRIPT.md: what each step does, for a learner
+STEP = re.compile(r'^    # (?P<number>\d+)\. (?P<title>.*)$')
 
 
 # ---- reading the scripts ------------------------------------------------------------------------
@@ -82,22 +97,14 @@ def is_project_module(name):
 
 
 def project_imports(module):
-    """The project modules (NAME.py in the repository root) that module imports anywhere in its file:
-    `import X`, `from X import ...`, and importlib.import_module('X') with a literal name."""
+    """The project modules (NAME.py in the repository root) that module imports at its top level."""
     found = set()
-    for node in ast.walk(parse(module)):
-        names = []
+    for node in parse(module).body:
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found.update(alias.name.split('.')[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and ast.unparse(node.func) in ('importlib.import_module', 'import_module', '__import__')):
-            names = [node.args[0].value]
-        found.update(n.split('.')[0] for n in names if is_project_module(n.split('.')[0]))
-    found.discard(module)
-    return found
+            found.add(node.module.split('.')[0])
+    return {name for name in found if is_project_module(name) and name != module}
 
 
 def modules_to_write(script, extras=()):
@@ -216,131 +223,140 @@ def def_summary(module, names):
     return ''
 
 
+# ---- main() as steps -----------------------------------------------------------------------
+
+def main_steps(module):
+    """{number: (title, code)}: main()'s body split at its `    # N. title` comments, dedented and made
+    to run at top level (see the module docstring)."""
+    lines = read(module).splitlines(True)
+    (main,) = [n for n in parse(module).body if isinstance(n, ast.FunctionDef) and n.name == 'main']
+    keep = set(range(main.body[0].lineno, main.end_lineno + 1))
+    for node in main.body:
+        if isinstance(node, ast.If) and any(isinstance(n, ast.Return) for n in ast.walk(node)):
+            keep -= set(range(node.lineno, node.end_lineno + 1))  # a command-line-only path
+    last = main.body[-1]
+    if isinstance(last, ast.Return):
+        keep -= set(range(last.lineno, last.end_lineno + 1))
+    steps, current = {}, None
+    first_body = min(keep)
+    for n in range(main.lineno + 1, main.end_lineno + 1):
+        text = lines[n - 1]
+        found = STEP.match(text.rstrip('\n'))
+        if found:
+            current = int(found.group('number'))
+            steps[current] = [found.group('title'), []]
+        elif n in keep and n >= first_body and current is not None:
+            steps[current][1].append(text[4:] if text.startswith('    ') else text)
+    if isinstance(last, ast.Return) and not isinstance(last.value, ast.Name):
+        value = ''.join(lines[n - 1] for n in range(last.lineno, last.end_lineno + 1)).strip()
+        steps[current][1].append('metrics = ' + value[len('return '):] + '\n')
+    return {number: (title, strip_blank(code)) for number, (title, code) in steps.items()}
+
+
+def step_text(module):
+    """{key: Markdown}: notebooks/text/MODULE.md split at its `## key` lines (keys: intro, numbers)."""
+    path = os.path.join(ROOT, TEXT_DIR, module + '.md')
+    if not os.path.isfile(path):
+        raise SystemExit(f'error: {path} is missing: it holds the explanation of each step of {module}.py')
+    with open(path, encoding='utf-8') as f:
+        text = f.read()
+    parts = re.split(r'^## (\S+)[^\n]*\n', text, flags=re.M)
+    return {key: body.strip() for key, body in zip(parts[1::2], parts[2::2])}
+
+
+def with_code_blocks(key, text):
+    """(Markdown without its ```python blocks, the blocks as notebook-only code cells)."""
+    blocks = re.findall(r'^```python\n(.*?)^```\n?', text + '\n', flags=re.M | re.S)
+    prose = re.sub(r'^```python\n.*?^```\n?', '', text + '\n', flags=re.M | re.S).strip()
+    return prose, [code(f'{key}-extra-{i}', block.rstrip('\n')) for i, block in enumerate(blocks)]
+
+
 # ---- the notebook ------------------------------------------------------------------------------------
 
 def markdown(cell_id, text):
     return {'cell_type': 'markdown', 'id': cell_id, 'metadata': {}, 'source': text}
 
 
-def code(cell_id, text):
-    return {'cell_type': 'code', 'execution_count': None, 'id': cell_id, 'metadata': {}, 'outputs': [],
-            'source': text}
+def code(cell_id, text, hidden=False):
+    metadata = {'jupyter': {'source_hidden': True}} if hidden else {}
+    return {'cell_type': 'code', 'execution_count': None, 'id': cell_id, 'metadata': metadata,
+            'outputs': [], 'source': text}
 
 
-def intro_cells(script, title, data_note, doc):
-    generated = (f'*Generated from `{script}.py` by `tools/make_notebooks.py`: to change it, edit the script '
-                 f'and run `make notebooks`. 本 notebook 由脚本自动生成,请修改脚本而不是 notebook。*')
-    run_all = ('**Run All / 运行全部**: the first cells write the helper files this notebook needs beside it, '
-               'then the script\'s code follows section by section, and the last cell runs it. '
-               '先写出辅助文件,再按节给出脚本的代码,最后一个单元格运行整个阶段。')
-    return [markdown('intro', f'# {title}\n\n{doc.strip()}\n\n{data_note}\n\n{run_all}\n\n{generated}')]
-
-
-def helper_cells(script, extras=()):
-    modules, importers = modules_to_write(script, extras)
-    helpers = [m for m in modules if not is_script(m)]
+def helper_cells(script, extras):
+    modules, _ = modules_to_write(script, extras)
+    names = ', '.join(f'`{m}.py`' for m in modules)
     text = (f'## Helper files / 辅助文件\n\n'
-            f'The next cells write the project\'s helper modules beside this notebook '
-            f'({", ".join(f"`{m}.py`" for m in helpers)}), so that it runs on its own: in AI Studio, upload '
-            f'this one notebook. They are copies of the repository\'s files, written by the generator: do '
-            f'not edit them here (a regenerated notebook replaces them); read them if you like.\n\n'
-            f'下面的单元格把本项目的辅助模块写到 notebook 所在目录,因此只上传这一个 notebook 就能运行。'
-            f'它们是仓库中文件的副本,请勿在此修改。')
-    why = []
-    for m in modules:
-        if m in extras:
-            why.append(f'`{m}.py` (the cells at the end call it)')
-        elif is_script(m):
-            users = ', '.join(f'{u}.py' for u in importers[m])
-            why.append(f'`{m}.py` (imported by {users}' + ('; the same code as this notebook\'s cells)'
-                                                          if m == script else ')'))
-    if why:
-        text += (f'\n\nAlso written: the stage scripts this notebook uses as modules: {", ".join(why)}. '
-                 f'同时写出本 notebook 作为模块使用的阶段脚本。')
-    return [markdown('helpers', text)] + [code(f'file-{m}', f'%%writefile {m}.py\n' + read(m)) for m in modules]
+            f'The collapsed cells below write the modules this lesson imports ({names}) beside the '
+            f'notebook, so that this one file runs on its own. Run them and read on; they are the '
+            f'repository\'s files, so edit the scripts, not these cells.\n\n'
+            f'下面折叠的单元格把本课用到的模块写到 notebook 旁边,运行即可,无需修改。')
+    return [markdown('helpers', text)] + [code(f'file-{m}', f'%%writefile {m}.py\n' + read(m), hidden=True)
+                                          for m in modules]
 
 
-def script_cells(module):
+def lesson_cells(module, argv):
     doc, pieces = split_script(module)
-    cells, number = [], 0
+    texts, steps = step_text(module), main_steps(module)
+    cells, shown = [], set()
+
+    def step_cells(number):
+        title, body = steps[number]
+        if number == min(steps):
+            body = f'argv = {argv}  # the flags, as on the command line: e.g. [\'--epochs\', \'2\']\n' + body
+        prose, extra = with_code_blocks(str(number), texts.get(str(number), ''))
+        shown.add(number)
+        return [code(f'step-{number}', body)] + extra, prose
+
     for kind, title, text in pieces:
         if kind == 'prelude':
-            if uses_docstring(module) and doc:  # argparse's description reads __doc__, the script's docstring
-                first = doc.split('\n')[0]
-                text = f'__doc__ = {first!r}  # the first line of the script\'s docstring (above), for --help\n' + text
-            cells.append(markdown('imports-md', f'## Imports and constants / 导入与常量\n\n`{module}.py` from its top.'))
-            cells.append(code('imports', text))
+            if uses_docstring(module) and doc:  # argparse's description reads __doc__
+                text = f'__doc__ = {doc.split(chr(10))[0]!r}  # the script\'s first line, for --help\n' + text
+            cells += [markdown('imports-md', f'## Imports / 导入\n\n`{module}.py` from its top.'),
+                      code('imports', text)]
             continue
-        number += 1
-        labels = stage_labels(title)
-        if kind == 'section':
-            chinese = chinese_words(title)
-            heading = f'## {title}' + (f' / {chinese}' if chinese else '')
-        else:
-            summary = def_summary(module, title)
-            heading = f'### {title}' + (f'\n\n{summary}' if summary else '')
-            labels = stage_labels(summary)
+        number = re.match(r'(\d+)\. ', title or '')
+        if (kind == 'section' and title.startswith('main')) or (kind == 'def' and '`main()`' in title):
+            if kind == 'def' and title != '`main()`':  # main() shares a group: keep the others
+                text = text[:text.index('def main(')].rstrip()
+                title = title.replace(', `main()`', '')
+            else:
+                continue  # main() itself: its steps are the cells
+        heading = f'## {title}' if kind == 'section' else f'### {title}'
+        labels = stage_labels(title if kind == 'section' else def_summary(module, title))
         stage = f'\n\n课程阶段 / course stage: {"; ".join(labels)}' if labels else ''
-        cells.append(markdown(f'section-{number}-md', heading + stage))
+        code_cells, prose = [], ''
+        if number and int(number.group(1)) in steps:
+            code_cells, prose = step_cells(int(number.group(1)))
+        key = f'section-{len(cells)}'
+        cells.append(markdown(f'{key}-md', heading + stage + (f'\n\n{prose}' if prose else '')))
         if text:
-            cells.append(code(f'section-{number}', text))
+            cells.append(code(key, text))
+        cells += code_cells
+    for number in sorted(set(steps) - shown):
+        title = steps[number][0]
+        code_cells, prose = step_cells(number)
+        labels = [f'{n} {STAGES[n][0]} ({STAGES[n][1]})' for n in dict.fromkeys(re.findall('|'.join(STAGES), title))]
+        stage = f'\n\n课程阶段 / course stage: {"; ".join(labels)}' if labels else ''
+        cells += [markdown(f'step-{number}-md', f'## {number}. {title}{stage}\n\n{prose}')] + code_cells
     return cells
 
 
-def run_cells():
-    text = ('## Run / 运行\n\n'
-            'The whole stage with the tutorial\'s settings (the flags\' defaults), the data from `./work/`. '
-            'Put other flags in the list to try them, as on the command line (`build_parser().print_help()` '
-            'lists every flag). A mistake shows one `error:` sentence (a bad flag: with argparse\'s usage '
-            'lines), not a traceback, and the kernel lives on.\n\n'
-            '用教程的设置(各参数的默认值)运行整个阶段。可在列表中加入命令行参数,'
-            '如 `[\'--epochs\', \'2\']`;`build_parser().print_help()` 列出全部参数。')
-    return [markdown('run-md', text),
-            code('run', 'args = []  # the tutorial\'s settings; e.g. [\'--epochs\', \'2\'] for a quicker run\n'
-                        'metrics = main(args)')]
-
-
-def stage_notebook(module):
+def notebook_cells(name):
+    module, extras, argv = NOTEBOOKS[name]
     doc, _ = split_script(module)
-    cells = intro_cells(module, f'`{module}.py`', HOUSING_DATA if module == 'housing' else MNIST_DATA, doc)
-    cells += helper_cells(module)
-    cells += script_cells(module)
-    cells += run_cells()
-    return cells
-
-
-def resume_notebook():
-    """Stage 九: resume.py's code; train mnist_cnn.py, resume it with identical losses, then the tutorial's way."""
-    doc, _ = split_script('resume')
-    title = '`resume.py`: stage 九, checkpoint and resume / 恢复训练'
-    cells = intro_cells('resume', title, MNIST_DATA, doc)
-    cells += helper_cells('resume', extras=('mnist_cnn', 'tutorial_resume'))
-    cells += script_cells('resume')
-    cells += [
-        markdown('train-md', '## 1. The uninterrupted run / 不中断的训练\n\n'
-                 '`mnist_cnn.py` with the tutorial\'s settings (5 epochs): a checkpoint after every epoch in '
-                 '`checkpoint/mnist_epoch{N}`, every batch\'s loss in `runs/cnn/metrics.json`.\n\n'
-                 '用教程的设置训练卷积网络,每轮结束保存一个检查点。'),
-        code('train', 'import mnist_cnn\n'
-                      'train_args = []  # the tutorial\'s settings; e.g. [\'--epochs\', \'2\'] for a quicker run\n'
-                      'full = mnist_cnn.main(train_args)'),
-        markdown('resume-md', '## 2. Resume from the end of epoch 0 / 从第 0 轮的检查点恢复训练\n\n'
-                 'With this notebook\'s `main` (resume.py, above): the model, the optimizer with the learning '
-                 'rate schedule\'s position, and the batch order of every epoch come back, so every batch '
-                 'loss equals the uninterrupted run\'s, bit for bit.\n\n'
-                 '恢复模型、优化器(含学习率调度的位置)与每轮的批次顺序,因此每一批的损失与不中断的训练完全一致。'),
-        code('resume', 'resumed = main([\'--ckpt\', \'checkpoint/mnist_epoch0\', \'--compare\', \'runs/cnn/metrics.json\'])\n'
-                       'after_epoch0 = full[\'batch_losses\'][full[\'steps_per_epoch\']:]  # the uninterrupted run from epoch 1 on\n'
-                       'print(\'resumed == uninterrupted, batch for batch:\', resumed[\'batch_losses\'] == after_epoch0)'),
-        markdown('tutorial-md', '## 3. The tutorial\'s resume / 教程的恢复方式\n\n'
-                 '`tutorial_resume.py` resumes as the tutorial does: a new learning-rate schedule, back at '
-                 'the initial rate, and batches reshuffled from a global generator. Its losses drift from the '
-                 'uninterrupted run\'s.\n\n'
-                 '教程的做法:学习率调度从头开始,批次顺序重新打乱,损失因此与不中断的训练不同。'),
-        code('tutorial', 'import tutorial_resume\n'
-                         'tutorial = tutorial_resume.main([\'--ckpt\', \'checkpoint/mnist_epoch0\', '
-                         '\'--compare\', \'runs/cnn/metrics.json\'])'),
-    ]
+    texts = step_text(module)
+    prose, extra = with_code_blocks('intro', texts.get('intro', ''))
+    generated = (f'*Generated from `{module}.py` by `tools/make_notebooks.py`: to change it, edit the script '
+                 f'and run `make notebooks`. 本 notebook 由脚本自动生成,请修改脚本而不是 notebook。*')
+    how = ('**Run / 运行**: Run All, or run the cells one by one and read each output under its cell; '
+           'change a section (the model, the optimizer, the rate) and run on from there. '
+           '可以“全部运行”,也可以逐个运行单元格,在每个单元格下查看输出。')
+    data = HOUSING_DATA if module == 'housing' else MNIST_DATA
+    cells = [markdown('intro', f'# `{module}.py`\n\n{doc.strip()}\n\n{prose}\n\n{data}\n\n{how}\n\n{generated}')]
+    cells += helper_cells(module, extras)
+    lesson = lesson_cells(module, argv)
+    cells += lesson[:2] + extra + lesson[2:]  # notebook-only cells of the intro: after the imports
     return cells
 
 
@@ -359,9 +375,7 @@ def notebook_text(cells):
 
 def notebooks():
     """{path relative to the repository root: the notebook's text}"""
-    made = {f'{OUT_DIR}/{m}.ipynb': notebook_text(stage_notebook(m)) for m in STAGE_SCRIPTS}
-    made[f'{OUT_DIR}/resume.ipynb'] = notebook_text(resume_notebook())
-    return made
+    return {f'{OUT_DIR}/{name}.ipynb': notebook_text(notebook_cells(name)) for name in NOTEBOOKS}
 
 
 def main(argv=None):

@@ -1,0 +1,111 @@
+"""九 What resume.py (and --predict) need, and a training run does not: a checkpoint found from
+--ckpt, its model and optimizer state read back (each problem one sentence), and the resumed run's
+losses compared with the uninterrupted run's. (Training writes checkpoints: checkpoints.py.)
+"""
+import json
+import os
+
+import numpy as np
+import paddle
+
+from checkpoints import list_checkpoints, read_meta
+from errors import fail
+
+
+def checkpoint_prefix(path):
+    path = str(path)
+    for ext in ('.pdparams', '.pdopt', '.json'):
+        if path.endswith(ext):
+            return path[:-len(ext)]
+    return path
+
+
+def find(path):
+    """--ckpt: a prefix (checkpoint/mnist_epoch0), one of its files, a folder (its newest complete
+    checkpoint), or 'latest' (the same in ./checkpoint). Returns (prefix, meta)."""
+    path = 'checkpoint' if str(path) == 'latest' else str(path)
+    if not os.path.isdir(path):
+        prefix = checkpoint_prefix(path)
+        return prefix, read_meta(prefix)
+    found = list_checkpoints(path)
+    if not found:
+        fail(f'{path} holds no complete checkpoint; train first (make cnn) or pass --ckpt-dir')
+    print(f'newest complete checkpoint in {path}: {found[-1][1]}')
+    return found[-1][1], found[-1][2]
+
+
+def load_state(path, what):
+    try:
+        return paddle.load(path)
+    except Exception as e:
+        fail(f'{path} cannot be read as a PaddlePaddle {what} ({type(e).__name__}); it is damaged')
+
+
+def load_model(model, path):
+    """Load parameters, naming every parameter that is missing, extra or of another shape."""
+    state = load_state(path, 'parameter file')
+    if not isinstance(state, dict):
+        fail(f'{path} is not a parameter file (it holds a {type(state).__name__})')
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    found = {k: [int(d) for d in v.shape] for k, v in state.items()}
+    problems = [f'{label} {", ".join(keys[:6])}' + (f' and {len(keys) - 6} more' * (len(keys) > 6))
+                for label, keys in (
+                    ('missing', [k for k in expected if k not in found]),
+                    ('unexpected', [k for k in found if k not in expected]),
+                    ('wrong shape:', [f'{k} is {found[k]}, needs {v}' for k, v in expected.items()
+                                      if k in found and found[k] != v])) if keys]
+    if problems:
+        fail(f'{path} does not fit this model ({type(model).__name__}): {"; ".join(problems)}; '
+             f'it is a checkpoint of another model or other settings')
+    model.set_state_dict(state)
+
+
+def load_optimizer(optimizer, path):
+    state = load_state(path, 'optimizer file')
+    try:
+        optimizer.set_state_dict(state)
+    except Exception as e:
+        fail(f'{path} does not fit this optimizer ({e}); it is from another model or optimizer')
+
+
+def load_json(path, what):  # resume.py --compare: the uninterrupted run's metrics.json
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except FileNotFoundError:
+        fail(f'{path} does not exist; expected a {what}')
+    except (ValueError, UnicodeDecodeError, IsADirectoryError, PermissionError):
+        fail(f'{path} is not valid JSON; expected a {what}')
+
+
+def compare_losses(resumed, reference):
+    """Per epoch: are the resumed run's batch losses the reference run's at the same steps? True
+    when every one is identical (exact float equality: the promise is bit-identity)."""
+    per_epoch, ref_first = resumed['steps_per_epoch'], reference.get('first_step', 0)
+    if reference.get('steps_per_epoch') != per_epoch:
+        print(f'compare: the reference run has {reference.get("steps_per_epoch")} batches per '
+              f'epoch, this one {per_epoch}: not the same run settings')
+        return False
+    by_epoch, all_same = {}, True
+    for i, loss in enumerate(resumed['batch_losses']):
+        step = resumed['first_step'] + i
+        by_epoch.setdefault(step // per_epoch, []).append((step - ref_first, loss))
+    for epoch, pairs in sorted(by_epoch.items()):
+        if any(not 0 <= i < len(reference['batch_losses']) for i, _ in pairs):
+            print(f'epoch {epoch}: the reference run has no losses for these batches')
+            all_same = False
+            continue
+        ours = np.array([loss for _, loss in pairs])
+        ref = np.array([reference['batch_losses'][i] for i, _ in pairs])
+        same = int((ours == ref).sum())
+        print(f'epoch {epoch}: {same}/{len(pairs)} batch losses identical, largest |difference| '
+              f'{np.abs(ours - ref).max():.3g}' + ('' if same == len(pairs) else '  <-- DIFFERENT'))
+        all_same = all_same and same == len(pairs)
+    print('resumed losses are bit-identical to the uninterrupted run' if all_same
+          else 'resumed losses DIFFER from the reference run')
+    if not all_same and reference.get('workers', 1) != resumed.get('workers', 1):
+        print(f'note: the reference ran with {reference.get("workers", 1)} data-parallel '
+              f'worker(s), this run with {resumed.get("workers", 1)}: the gradient sums round in '
+              f'another order, so the losses follow within rounding, not bit for bit; resume '
+              f'with the same number of workers for identical losses')
+    return all_same

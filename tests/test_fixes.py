@@ -1,0 +1,76 @@
+"""Four behaviours a reader of the tests found, each now fixed and held by a test that failed before:
+with data-parallel workers a learner's own bug shows its real error (it was turned into "a worker
+stopped"); no global stream is left replaced (rank > 0 got sys.stdout = /dev/null for good); the
+progress print and the workers' sum share one condition (Tracker.prints); a run lists the pictures
+it wrote (it listed files by time)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, script_env
+
+BUGGY = '''
+import runpy, sys
+sys.path.insert(0, {root!r})
+import mnist_cnn
+def forward(self, x):  # a learner's shape bug: the fc layer fed the wrong size
+    raise RuntimeError('(InvalidArgument) the learner-made shape mismatch 980 != 1960')
+mnist_cnn.MNISTCNN.forward = forward
+sys.argv = ['mnist_cnn.py'] + sys.argv[1:]
+mnist_cnn.common.run_main(mnist_cnn.main)
+'''
+
+
+def test_a_learners_bug_under_data_parallel_shows_its_real_error(idx_dir, tmp_path):
+    script = tmp_path / 'buggy.py'
+    script.write_text(BUGGY.format(root=str(ROOT)))
+    proc = subprocess.run([sys.executable, '-m', 'paddle.distributed.launch', '--nproc_per_node', '2',
+                           '--log_dir', str(tmp_path / 'log'), str(script), '--data-dir', str(idx_dir),
+                           '--epochs', '1', '--train-limit', '100', '--batch-size', '50'],
+                          cwd=tmp_path, env=script_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    log0 = (tmp_path / 'log' / 'workerlog.0').read_text()
+    assert 'the learner-made shape mismatch 980 != 1960' in log0, log0[-3000:]
+    assert 'a data-parallel worker stopped' not in log0
+    assert "see each worker's own error in the launcher's log folder" in log0
+
+
+def test_selecting_the_device_leaves_sys_stdout_alone(monkeypatch):
+    import common
+    monkeypatch.setenv('PADDLE_TRAINER_ID', '1')  # rank 1 of 1: no launcher needed
+    stdout = sys.stdout
+    common.select_device('cpu')
+    assert sys.stdout is stdout
+
+
+def test_progress_lines_and_the_workers_sum_share_one_condition():
+    import progress
+    tracker = progress.Tracker.__new__(progress.Tracker)
+    tracker.cfg, tracker.per_epoch = {'log_every': 3}, 10
+    assert [b for b in range(10) if tracker.prints(b)] == [0, 3, 6, 9]
+    import inspect  # the workers sum on the batches that print (and the epoch's last): the same call
+    assert 'self.prints(batch_id)' in inspect.getsource(progress.Tracker.record_batch)
+    assert 'self.prints(self.batch_id)' in inspect.getsource(progress.Tracker.print_progress)
+
+
+def test_a_run_lists_the_pictures_it_wrote(run_script, idx_dir, tmp_path):
+    common = ['mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '1', '--train-limit', '100']
+    first = run_script(*common, '--check-content', cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    wrote = [line for line in first.stdout.splitlines() if line.startswith('wrote ')][-1]
+    assert 'kernels.png' in wrote and 'feature_maps.png' in wrote
+    os.utime(tmp_path / 'runs' / 'cnn' / 'kernels.png')  # newer than the next run's start
+    second = run_script(*common, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    wrote = [line for line in second.stdout.splitlines() if line.startswith('wrote ')][-1]
+    assert wrote == ('wrote runs/cnn/: metrics.json, model.pdparams, samples.png, loss.png, acc.png, '
+                     'mistakes.png, confusion.png'), wrote
+
+
+@pytest.fixture(autouse=True)
+def _paddle_path():
+    sys.path.insert(0, str(ROOT))
+    yield
+    sys.path.remove(str(ROOT))

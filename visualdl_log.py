@@ -1,0 +1,42 @@
+"""--visualdl DIR (八): the training's figures for VisualDL, another way to watch the curves.
+Imported only with that flag, so a notebook (which carries the modules its script imports at the
+top) does not carry this one.
+"""
+import math
+
+import plots
+import progress
+from errors import fail
+
+
+class Log:
+    def __init__(self, cfg):  # appends to the run's own log file: a resumed run continues it
+        try:
+            from visualdl import LogWriter
+        except ImportError:
+            fail('--visualdl needs the VisualDL package: pip install visualdl==2.5.3 '
+                 '(in a notebook: %pip install visualdl), or drop --visualdl')
+        name = f'vdlrecords.{cfg["name"]}-{cfg["run_id"]}.log'
+        # flushed every 10 s: a kill loses at most that
+        self.writer = LogWriter(logdir=cfg['visualdl'], file_name=name, flush_secs=10)
+        self.seed = cfg['seed']
+
+    def batch(self, step, loss, acc):
+        if math.isfinite(loss):
+            self.writer.add_scalar('train/loss', loss, step)
+            self.writer.add_scalar('train/acc', acc, step)
+
+    def epoch(self, row, model, train_set):
+        """The epoch's figures, a histogram of every weight, the epoch's first training images."""
+        for key in ('train_loss', 'train_acc', 'valid_loss', 'valid_acc'):
+            if row[key] is not None:
+                self.writer.add_scalar(f'epoch/{key}', row[key], row['epoch'])
+        for name, parameter in model.named_parameters():
+            self.writer.add_histogram(f'weights/{name}', parameter.numpy(), row['epoch'])
+        if train_set is not None:
+            images, _ = progress.first_samples(train_set, self.seed, row['epoch'])
+            self.writer.add_image('train/first_images', plots.grid_image(images, rows=4, cols=8),
+                                  row['epoch'], dataformats='HW')
+
+    def close(self):
+        self.writer.close()
