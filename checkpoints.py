@@ -113,10 +113,12 @@ def hold_folder(cfg, new_run):
 def move_aside(runs, folder, refuse_unfinished):
     for prefix in (prefixes[-1] for prefixes in runs.values()) if refuse_unfinished else ():
         meta = read_meta(prefix)
-        if 'interrupted' in prefix or meta['next_epoch'] < meta['config']['epochs']:
+        stopped = os.path.basename(prefix).endswith('_interrupted')
+        if stopped or meta['next_epoch'] < meta['config']['epochs']:
+            how = (f"in resume.ipynb argv = ['--ckpt', '{prefix}']" if common.in_notebook()
+                   else f'`python resume.py --ckpt {prefix}`')
             fail(f'{prefix} is the newest checkpoint of an unfinished run; continue it with '
-                 f'`python resume.py --ckpt {prefix}`, or pass --overwrite to move it aside '
-                 f'and start anew')
+                 f'{how}, or pass --overwrite to move it aside and start anew')
     # each checkpoint linked into target, json last, then removed here, json first: a kill midway
     # leaves it whole in one folder or the other
     for run_id, prefixes in runs.items():

@@ -12,6 +12,11 @@ def data_cache(module):
     return os.path.join(os.path.expanduser('~'), '.cache', 'paddle', 'dataset', module)
 
 
+def save_stream(response, tmp):
+    with open(tmp, 'wb') as f:
+        shutil.copyfileobj(response, f)
+
+
 def fetch(url, module, md5, hint):
     """A cached file whose md5 matches, else a download (3 tries) checked against md5."""
     path = os.path.join(data_cache(module), url.split('/')[-1])
@@ -20,7 +25,7 @@ def fetch(url, module, md5, hint):
             return path
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
-                atomic_write(path, lambda tmp: shutil.copyfileobj(response, open(tmp, 'wb')))
+                atomic_write(path, lambda tmp: save_stream(response, tmp))
             error = f'its md5 is {file_hash(path, "md5")}, not the expected {md5}'
         except OSError as e:  # no network (urllib's URLError is an OSError)
             error = str(getattr(e, 'reason', e))

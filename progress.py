@@ -47,22 +47,24 @@ class Tracker:
         self.stop_requested = self.stop_agreed = False  # stop_agreed: the same on every worker
         self.handlers, self.visualdl = {}, None
 
-    def __enter__(self):
+    def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
+        if self.cfg.get('visualdl') and self.rank == 0:
+            self.visualdl = common.optional('visualdl_log', '--visualdl').Log(self.cfg)
         self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
         self.folder.__enter__()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: the default behaviour
                 self.handlers[signum] = signal.signal(signum, self.on_signal)
-        if self.cfg.get('visualdl') and self.rank == 0:
-            self.visualdl = common.optional('visualdl_log', '--visualdl').Log(self.cfg)
         return self
 
     def __exit__(self, kind, error, trace):
         for signum, handler in self.handlers.items():
             signal.signal(signum, handler)
-        if self.visualdl is not None:
-            self.visualdl.close()
-        self.folder.__exit__(None, None, None)
+        try:
+            if self.visualdl is not None:
+                self.visualdl.close()
+        finally:
+            self.folder.__exit__(None, None, None)
         if kind is None and self.rank == 0:  # the curves, under the training's progress lines
             plots.training_plots(self.record, self.cfg['out'], self.cfg['script'])
         if kind is Interrupted:
@@ -178,7 +180,7 @@ class Tracker:
 def stopped(prefix):  # after Ctrl-C: how to continue, in one line
     saved = f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
     if common.in_notebook():
-        raise common.Stopped(saved + f"resume.main(['--ckpt', '{prefix}'])") from None
+        raise common.Stopped(saved + f"in resume.ipynb, argv = ['--ckpt', '{prefix}']") from None
     print(saved + f'python resume.py --ckpt {prefix}', file=sys.stderr, flush=True)
     raise SystemExit(130)
 

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import paddle
 
+import common
 from checkpoints import list_checkpoints, read_meta
 from errors import fail
 
@@ -22,14 +23,16 @@ def checkpoint_prefix(path):
 
 def find(path):
     """--ckpt: a prefix (checkpoint/mnist_epoch0), one of its files, a folder (its newest complete
-    checkpoint), or 'latest' (the same in ./checkpoint). Returns (prefix, meta)."""
-    path = 'checkpoint' if str(path) == 'latest' else str(path)
+    checkpoint), or 'latest' (the same in ./checkpoint; in a notebook work/checkpoint). Returns
+    (prefix, meta)."""
+    path = common.kept('checkpoint') if str(path) == 'latest' else str(path)
     if not os.path.isdir(path):
         prefix = checkpoint_prefix(path)
         return prefix, read_meta(prefix)
     found = list_checkpoints(path)
     if not found:
-        fail(f'{path} holds no complete checkpoint; train first (make cnn) or pass --ckpt-dir')
+        fail(f'{path} holds no complete checkpoint; train first (make cnn), or pass --ckpt with '
+             f'another checkpoint or folder')
     print(f'newest complete checkpoint in {path}: {found[-1][1]}')
     return found[-1][1], found[-1][2]
 

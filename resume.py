@@ -25,7 +25,6 @@ the checkpoint as meta['script']; tests/test_stages.py checks every such script 
     finish(model, loaders, cfg, record, device, extra=None) -> metrics (dict)
 """
 import argparse
-import importlib
 import os
 
 import startup
@@ -76,7 +75,7 @@ def main(argv=None):
     if meta['next_epoch'] >= cfg['epochs']:
         common.fail(f'{prefix} is already at the end of the run ({cfg["epochs"]} epochs); '
                     f'pass --epochs N with N > {meta["next_epoch"]} to train further')
-    script = importlib.import_module(meta['script'])  # the script whose model and loop these are
+    script = common.optional(meta['script'], '--ckpt')  # the script whose model and loop these are
     device = common.select_device(args.device or cfg['device'])
     # 2. the same data: the run's own unless --data-dir points elsewhere, checked by fingerprint
     splits, source = common.load_mnist_splits(args.data_dir or cfg['data']['path'],

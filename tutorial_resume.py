@@ -53,9 +53,9 @@ def main(argv=None):
     args = common.parse_args(build_parser(), argv)
     reference = restore.load_json(args.compare, 'metrics.json of the uninterrupted run')
     prefix, meta = restore.find(args.ckpt)
-    if meta.get('script') != 'mnist_cnn':
-        common.fail(f'{prefix} is not a checkpoint of mnist_cnn.py; '
-                    f'the tutorial\'s resume is about its CNN')
+    if meta.get('script') != 'mnist_cnn' or 'next_epoch' not in meta:
+        common.fail(f'{prefix} is not a training checkpoint of mnist_cnn.py (checkpoint/mnist_epoch'
+                    f'{{N}}); the tutorial\'s resume is about its CNN')
     cfg = dict(meta['config'], out=args.out, ckpt_dir=args.ckpt_dir, visualdl=None)
     if cfg['schedule'] != 'poly':
         common.fail(f'{prefix} was trained at a constant rate (--schedule constant): the '
@@ -75,7 +75,10 @@ def main(argv=None):
     restore.load_model(model, prefix + '.pdparams')
     state = restore.load_state(prefix + '.pdopt', 'optimizer file')
     state['LR_Scheduler'] = scheduler.state_dict()  # as the tutorial: Adam's moments, the rate anew
-    optimizer.set_state_dict(state)
+    try:
+        optimizer.set_state_dict(state)
+    except Exception as e:
+        common.fail(f'{prefix}.pdopt does not fit this optimizer ({e}); it is from another model')
     print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr()}, '
           + ('the same batch order' if args.keep_order
              else 'batches reshuffled from a global generator'))

@@ -62,9 +62,9 @@ HOUSING_DATA = ('**Data / 数据**: put `housing.data` (UCI Boston housing) in `
                 'without it the first run downloads it into PaddlePaddle\'s cache. 把 `housing.data` 放在 '
                 'notebook 旁边的 `./work/` 目录;没有时第一次运行会下载到 PaddlePaddle 的缓存目录。')
 # notebook -> (its script, modules it uses besides the script's own imports, the flags of its first cell)
-NOTEBOOKS = {'housing': ('housing', ('housing_paddle',), '[]'),
+NOTEBOOKS = {'housing': ('housing', ('housing_paddle',), '[]'),  # layer_plots: mnist_cnn's --check-content
              'mnist_linear': ('mnist_linear', (), '[]'), 'mnist_mlp': ('mnist_mlp', (), '[]'),
-             'mnist_numpy': ('mnist_numpy', (), '[]'), 'mnist_cnn': ('mnist_cnn', (), '[]'),
+             'mnist_numpy': ('mnist_numpy', (), '[]'), 'mnist_cnn': ('mnist_cnn', ('layer_plots',), '[]'),
              'resume': ('resume', ('mnist_cnn', 'tutorial_resume'),
                         "['--ckpt', common.kept('checkpoint/mnist_epoch0'),\n"
                         "        '--compare', common.kept('runs/cnn/metrics.json')]")}
@@ -231,9 +231,12 @@ def main_steps(module):
     lines = read(module).splitlines(True)
     (main,) = [n for n in parse(module).body if isinstance(n, ast.FunctionDef) and n.name == 'main']
     keep = set(range(main.body[0].lineno, main.end_lineno + 1))
+    instead = {}  # line -> what a notebook runs there
     for node in main.body:
         if isinstance(node, ast.If) and any(isinstance(n, ast.Return) for n in ast.walk(node)):
             keep -= set(range(node.lineno, node.end_lineno + 1))  # a command-line-only path
+            instead[node.lineno] = (f'if {ast.unparse(node.test)}:  # the command line\'s, not a notebook\'s\n'
+                                    f'    common.fail(\'this is for the command line: python {module}.py ...\')\n')
     last = main.body[-1]
     if isinstance(last, ast.Return):
         keep -= set(range(last.lineno, last.end_lineno + 1))
@@ -245,6 +248,8 @@ def main_steps(module):
         if found:
             current = int(found.group('number'))
             steps[current] = [found.group('title'), []]
+        elif n in instead and current is not None:
+            steps[current][1].append(instead[n])
         elif n in keep and n >= first_body and current is not None:
             steps[current][1].append(text[4:] if text.startswith('    ') else text)
     if isinstance(last, ast.Return) and not isinstance(last.value, ast.Name):
@@ -323,7 +328,9 @@ def lesson_cells(module, argv):
             else:
                 continue  # main() itself: its steps are the cells
         heading = f'## {title}' if kind == 'section' else f'### {title}'
-        labels = stage_labels(title if kind == 'section' else def_summary(module, title))
+        words = title if kind == 'section' else def_summary(module, title)
+        labels = stage_labels(words) if kind == 'section' else [  # a docstring's numerals only
+            f'{n} {STAGES[n][0]} ({STAGES[n][1]})' for n in dict.fromkeys(re.findall('|'.join(STAGES), words))]
         stage = f'\n\n课程阶段 / course stage: {"; ".join(labels)}' if labels else ''
         code_cells, prose = [], ''
         if number and int(number.group(1)) in steps:
@@ -350,7 +357,8 @@ def notebook_cells(name):
     generated = (f'*Generated from `{module}.py` by `tools/make_notebooks.py`: to change it, edit the script '
                  f'and run `make notebooks`. 本 notebook 由脚本自动生成,请修改脚本而不是 notebook。*')
     how = ('**Run / 运行**: Run All, or run the cells one by one and read each output under its cell; '
-           'change a section (the model, the optimizer, the rate) and run on from there. '
+           'to try a change (the model, the optimizer, the rate), edit its section and run on from step 2 (a new run: '
+           'new checkpoints) or step 3 (fresh weights). '
            '可以“全部运行”,也可以逐个运行单元格,在每个单元格下查看输出。')
     data = HOUSING_DATA if module == 'housing' else MNIST_DATA
     cells = [markdown('intro', f'# `{module}.py`\n\n{doc.strip()}\n\n{prose}\n\n{data}\n\n{how}\n\n{generated}')]
