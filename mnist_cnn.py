@@ -323,7 +323,7 @@ def main(argv=None):
                  args.check_content)
     # 4. loss (五) and optimizer (六)
     optimizer, scheduler = build_optimizer(cfg, model.parameters())
-    print(f'loss {args.loss}, optimizer {args.opt}, learning rate {optimizer.get_lr()} '
+    print(f'loss {args.loss}, optimizer {args.opt}, learning rate {optimizer.get_lr():g} '
           f'({args.schedule}), L2 {args.l2}')
     # 5. train: progress lines, a checkpoint after each epoch (九), then the curves
     record = train(model, optimizer, scheduler, loaders, cfg)

@@ -109,7 +109,7 @@ def main(argv=None):
     print(model)
     # 4. loss (mnist_linear's: MSE, or softmax + cross-entropy) and optimizer: plain SGD
     optimizer, scheduler = build_optimizer(cfg, model.parameters())
-    print(f'loss {args.loss}, optimizer SGD, learning rate {optimizer.get_lr()}')
+    print(f'loss {args.loss}, optimizer SGD, learning rate {optimizer.get_lr():g}')
     # 5. train with mnist_linear's loop: a checkpoint after each epoch (九), then the curves
     record = train(model, optimizer, scheduler, loaders, cfg)
     # 6. evaluate on the eval split (八), save the model and metrics.json

@@ -4,6 +4,7 @@ and, in a notebook, shown inline too. (--check-content's pictures: layer_plots.p
 """
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -31,6 +32,7 @@ def save_figure(fig, path):
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format='png'))
     written.append(os.path.normpath(path))
     if in_notebook():
+        sys.stdout.flush()  # the lines printed before the picture stay above it
         pyplot().show()
     pyplot().close(fig)
     return path

@@ -89,21 +89,25 @@ def compare_losses(resumed, reference):
         print(f'compare: the reference run has {reference.get("steps_per_epoch")} batches per '
               f'epoch, this one {per_epoch}: not the same run settings')
         return False
-    by_epoch, all_same = {}, True
+    by_epoch, all_same, compared = {}, True, 0
     for i, loss in enumerate(resumed['batch_losses']):
         step = resumed['first_step'] + i
         by_epoch.setdefault(step // per_epoch, []).append((step - ref_first, loss))
     for epoch, pairs in sorted(by_epoch.items()):
         if any(not 0 <= i < len(reference['batch_losses']) for i, _ in pairs):
-            print(f'epoch {epoch}: the reference run has no losses for these batches')
-            all_same = False
+            print(f'epoch {epoch}: the reference run has no losses for these batches (it trained '
+                  f'fewer epochs): not compared')
             continue
+        compared += 1
         ours = np.array([loss for _, loss in pairs])
         ref = np.array([reference['batch_losses'][i] for i, _ in pairs])
         same = int((ours == ref).sum())
         print(f'epoch {epoch}: {same}/{len(pairs)} batch losses identical, largest |difference| '
               f'{np.abs(ours - ref).max():.3g}' + ('' if same == len(pairs) else '  <-- DIFFERENT'))
         all_same = all_same and same == len(pairs)
+    if not compared:
+        print('nothing to compare: the reference run has none of these batches')
+        return True
     print('resumed losses are bit-identical to the uninterrupted run' if all_same
           else 'resumed losses DIFFER from the reference run')
     if not all_same and reference.get('workers', 1) != resumed.get('workers', 1):

@@ -79,7 +79,7 @@ def main(argv=None):
         optimizer.set_state_dict(state)
     except Exception as e:
         common.fail(f'{prefix}.pdopt does not fit this optimizer ({e}); it is from another model')
-    print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr()}, '
+    print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr():g}, '
           + ('the same batch order' if args.keep_order
              else 'batches reshuffled from a global generator'))
     loaders = (train_loader, valid_loader, eval_loader)
