@@ -12,6 +12,7 @@ import sys
 import warnings
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+IMPORTED_HERE = []  # non-empty once import_paddle has imported paddle itself
 RERUN_MARK = 'MNIST_COURSE_RERUN'  # set in the re-run's environment, so it never loops
 
 
@@ -113,9 +114,10 @@ def import_paddle():
     """The right Python, the CPU settings (a value you set wins), then a quiet `import paddle`."""
     use_project_python()
     if 'paddle' in sys.modules:  # too late for the CPU settings: paddle read them at its import
-        return imported_before()
+        return sys.modules['paddle'] if IMPORTED_HERE else imported_before()
     for key, value in cpu_switches().items():
         os.environ.setdefault(key, value)
+    IMPORTED_HERE.append(True)  # a second call (resume.py importing mnist_cnn.py) says nothing
     import zlib  # noqa: F401 (before paddle: PaddlePaddle 2.6 loaded first breaks gzip reading)
     # paddle resets warning filters while it imports: its warnings and stderr are caught, then
     # passed on without its advice about ccache and OMP_NUM_THREADS
