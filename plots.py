@@ -76,15 +76,16 @@ def as_2d(images):  # [N,1,H,W] or [N,H,W] -> [N,H,W]
     return images.reshape(len(images), *images.shape[-2:])
 
 
-def tile(images, rows, cols, gap, fill=np.nan):
+def tile(images, rows, cols, gap, fill=np.nan, above=0):
     """The first rows*cols images side by side in one float array, `gap` pixels of `fill` between
-    them (NaN: left blank, so the white background shows)."""
+    them (NaN: left blank, so the white background shows), `above` more over each row (titles)."""
     images = as_2d(images)[:rows * cols]
     h, w = images.shape[1:]
-    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), fill, dtype=np.float64)
+    step = h + gap + above
+    out = np.full((rows * step - gap, cols * (w + gap) - gap), fill, dtype=np.float64)
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
-        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = image
+        out[r * step + above:r * step + above + h, c * (w + gap):c * (w + gap) + w] = image
     return out
 
 
@@ -158,16 +159,22 @@ def mistakes_grid(path, images, labels, predicted, probability, count=32, output
         key, words = np.zeros(len(wrong)), 'in order'
     chosen = wrong[np.argsort(key, kind='stable')][:count]
     cols, rows = 8, math.ceil(len(chosen) / 8)
-    height = 0.35 + 1.3 * rows  # inches: the heading, then 1.3 per row of panels
-    fig, axes = pyplot().subplots(rows, cols, figsize=(10, height), squeeze=False)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height, hspace=0.25)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for ax, i in zip(axes.flat, chosen):
-        ax.imshow(as_2d(images[i:i + 1])[0], cmap='gray', vmin=-1, vmax=1)
+    # one picture of all the images (a panel each would take seconds), a title over each
+    gap, above = 8, 6  # pixels between the images, and over each row of them for the titles
+    tiled = tile(images[chosen], rows, cols, gap, above=above)
+    height = 0.45 + 9.8 * tiled.shape[0] / tiled.shape[1]  # inches: the heading, then the images
+    fig, ax = pyplot().subplots(figsize=(10, height))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height)
+    ax.imshow(tiled, cmap='gray', vmin=-1, vmax=1)
+    h, w = as_2d(images[:1]).shape[1:]
+    for k, i in enumerate(chosen):
+        r, c = divmod(k, cols)
         how = (f' ({float(probability[i]):.2f})' if probability is not None else
                f' (out {float(np.ravel(output)[i]):.1f})' if output is not None else '')
-        ax.set_title(f'true {int(labels[i])} / pred {int(predicted[i])}{how}', fontsize=7.5)
+        ax.text(c * (w + gap) + w / 2, r * (h + gap + above) + above - 2,
+                f'true {int(labels[i])} / pred {int(predicted[i])}{how}', fontsize=7.5,
+                ha='center', va='bottom')
+    ax.set_axis_off()
     shown = f', the first {len(chosen)} shown' if len(chosen) < len(wrong) else ''
     fig.suptitle(f'{len(wrong)} of {len(labels)} images wrong ({words}{shown})', fontsize=11)
     save_figure(fig, path)
