@@ -2,8 +2,12 @@
 (the real use: every run is a fresh process, as a user's would be)."""
 import json
 import os
+import select
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +31,9 @@ THREAD_SETTINGS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
 def script_env(home):
     env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}
     env['HOME'] = str(home)  # PaddlePaddle's data cache (~/.cache/paddle) is empty here
+    # OpenMP threads sleep at once when idle instead of spinning 200 ms: the two pytest processes
+    # of `make test` share 2 cores (scheduling only: the same results)
+    env['KMP_BLOCKTIME'] = '0'
     # Any download attempt fails at once (a closed local port), as on a machine without network.
     for var in ('HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'ALL_PROXY'):
         env[var] = 'http://127.0.0.1:9'
@@ -35,15 +42,72 @@ def script_env(home):
     return env
 
 
+# The scripts that import PaddlePaddle at their top: python_run forks them from a process that
+# imported it already (tests/forkserver.py), a real process all the same, about 3 CPU-seconds
+# cheaper. test_forkserver.py proves a forked run equals a fresh interpreter's, bit for bit.
+FORKED = {'mnist_cnn.py', 'mnist_linear.py', 'mnist_mlp.py', 'resume.py', 'tutorial_resume.py'}
+_servers = []  # this pytest process's fork server, started at the first forked run
+
+
+class ForkServer:
+    def __init__(self):
+        self.server = subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'forkserver.py')],
+                                       env=script_env(tempfile.mkdtemp()), stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE)
+
+    def answer(self, timeout=None):  # one line of the server's, or None after timeout seconds
+        line = b''
+        while not line.endswith(b'\n'):
+            if not select.select([self.server.stdout], [], [], timeout)[0]:
+                return None
+            line += os.read(self.server.stdout.fileno(), 1) or b'\n'  # b'': the server died
+        return int(line)
+
+    def run(self, argv, cwd, env, timeout, code):
+        folder = Path(tempfile.mkdtemp())
+        request = {'argv': argv, 'cwd': str(cwd), 'env': env, 'code': code,
+                   'stdout': str(folder / 'stdout'), 'stderr': str(folder / 'stderr')}
+        self.server.stdin.write(json.dumps(request).encode() + b'\n')
+        self.server.stdin.flush()
+        pid = self.answer()
+        code = self.answer(timeout)
+        if code is None:  # as subprocess.run: kill it, then say so
+            os.kill(pid, signal.SIGKILL)
+            self.answer()
+            raise subprocess.TimeoutExpired(argv, timeout)
+        result = subprocess.CompletedProcess([sys.executable, *argv], code,
+                                             *(Path(request[f]).read_text() for f in ('stdout', 'stderr')))
+        shutil.rmtree(folder)
+        return result
+
+
+def python_run(argv, cwd, env, timeout=600, code=None, fresh=False):
+    """`python ARGV` (or `python -c CODE ARGV`) in cwd with env -> CompletedProcess (text): forked
+    for the scripts in FORKED, unless fresh or env has thread settings (paddle reads them at its
+    import); else a new interpreter."""
+    script = os.path.basename(str(argv[0]))
+    if fresh or script not in FORKED or any(k in env for k in THREAD_SETTINGS):
+        return subprocess.run([sys.executable, *(['-c', code] if code else []), *map(str, argv)],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if not _servers:
+        _servers.append(ForkServer())
+    return _servers[0].run([str(a) for a in argv], cwd, env, timeout, code)
+
+
 @pytest.fixture(scope='session')
 def run_script(tmp_path_factory):
-    """run_script('mnist_cnn.py', *args, cwd=folder) -> CompletedProcess (text output)."""
+    """run_script('mnist_cnn.py', *args, cwd=folder) -> CompletedProcess (text output), as
+    `python mnist_cnn.py ARGS` run in that folder. fresh=True: a new interpreter even for the
+    scripts in FORKED (for tests of the start itself)."""
     home = tmp_path_factory.mktemp('home')
 
-    def run(script, *args, cwd, timeout=600):
-        return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
-                              env=script_env(home), capture_output=True, text=True, timeout=timeout)
-    return run
+    def run(script, *args, cwd, timeout=600, fresh=False):
+        return python_run([ROOT / script, *args], cwd, script_env(home), timeout, fresh=fresh)
+    yield run
+    for server in _servers:
+        server.server.stdin.close()
+        server.server.wait(timeout=60)
+    _servers.clear()
 
 
 @pytest.fixture(scope='session')

@@ -18,7 +18,7 @@ import common
 import numpy as np
 import paddle
 import pytest
-from conftest import ROOT, read_metrics, script_env
+from conftest import ROOT, python_run, read_metrics, script_env
 from pathlib import Path
 from test_reliability import one_error
 
@@ -92,8 +92,7 @@ def test_sigkill_at_random_points_never_damages_checkpoints(reference, idx_dir, 
         script, args = ('resume.py', ['--ckpt', 'latest', '--compare',
                                       reference / 'runs' / 'cnn' / 'metrics.json']) if found else \
             ('mnist_cnn.py', ['--data-dir', idx_dir, *FAULT_ARGS])
-        proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=tmp_path,
-                              env=script_env(tmp_path), capture_output=True, text=True, timeout=300)
+        proc = python_run([ROOT / script, *args], tmp_path, script_env(tmp_path), timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     # However it was interrupted, the final state is the same bytes as the uninterrupted run's.
     for epoch in range(4):
@@ -122,9 +121,8 @@ def test_ctrl_c_or_sigterm_mid_epoch_saves_and_resumes_exactly(reference, idx_di
     if signum == signal.SIGTERM:
         return  # the same stop and checkpoint as Ctrl-C's (the handler is one): its resume is below
 
-    res = subprocess.run([sys.executable, str(ROOT / 'resume.py'), '--ckpt', 'latest', '--compare',
-                          str(reference / 'runs' / 'cnn' / 'metrics.json')], cwd=tmp_path,
-                         env=script_env(tmp_path), capture_output=True, text=True, timeout=300)
+    res = python_run([ROOT / 'resume.py', '--ckpt', 'latest', '--compare', reference / 'runs' / 'cnn' / 'metrics.json'],
+                     tmp_path, script_env(tmp_path), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert 'bit-identical' in res.stdout
     full = read_metrics(reference / 'runs' / 'cnn')

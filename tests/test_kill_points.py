@@ -34,7 +34,7 @@ startup.import_paddle()  # before paddle, as in the scripts
 
 import checkpoints
 import pytest
-from conftest import ROOT, read_metrics, script_env
+from conftest import ROOT, python_run, read_metrics, script_env
 from errors import UserError
 from safe_files import remove_temporaries
 from test_reliability import one_error
@@ -93,14 +93,13 @@ runpy.run_path(script, run_name='__main__')
 
 
 def run(script, args, cwd, kill_at=None, sigint_after=None, timeout=300):
-    """script's run in a fresh process through WRAPPER (with the test's Python: .venv's, so that
-    startup.py never re-executes it)."""
+    """script's run in a new process through WRAPPER (with the test's Python: .venv's, so that
+    startup.py never re-executes it; forked, see conftest.python_run)."""
     env = script_env(cwd)
     env['KILL_AT'] = kill_at or 'none:none'
     if sigint_after:
         env['SIGINT_AFTER_BATCHES'] = str(sigint_after)
-    return subprocess.run([sys.executable, '-c', WRAPPER, str(ROOT / script), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return python_run([ROOT / script, *args], cwd, env, timeout, code=WRAPPER)
 
 
 def killed_at(proc, point):

@@ -21,7 +21,7 @@ import pytest
 from nbclient import NotebookClient
 
 import fixtures
-from conftest import ROOT, script_env
+from conftest import ROOT, python_run, script_env
 
 NOTEBOOKS = ROOT / 'notebooks'
 BLOCKED = ('visualdl', 'filelock', 'torch')  # pinned by the project, not on AI Studio
@@ -200,8 +200,7 @@ def script_losses(name, tmp_path, data65):
     """The same stage run as a script with the same flags: its batch losses."""
     shutil.copytree(data65, tmp_path / 'data' / 'data65')
     args = FAST_ARGS[name] + (['--data-dir', str(tmp_path / 'data' / 'data65')] if name == 'housing' else [])
-    proc = subprocess.run([sys.executable, str(ROOT / f'{name}.py'), *args], cwd=tmp_path, capture_output=True,
-                          text=True, env=script_env(tmp_path), timeout=600)
+    proc = python_run([ROOT / f'{name}.py', *args], tmp_path, script_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((tmp_path / SCRIPT_OUT[name] / 'metrics.json').read_text())['batch_losses']
 

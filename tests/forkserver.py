@@ -1,0 +1,65 @@
+"""Runs the stage scripts as real processes without paying `import paddle` (about 3 CPU-seconds)
+for each one: this server imports PaddlePaddle once, the way every script does
+(startup.import_paddle()), then forks a child per request. The child is a new process with its own
+pid, signals, exit status and files: it takes the request's folder, environment, argv and output
+files and runs the script as `__main__`, exiting as `python SCRIPT ARGS` would (SystemExit, an
+uncaught exception, KeyboardInterrupt by SIGINT, the atexit handlers). What it does not repeat is
+the start itself (the Python check and the CPU settings before the import): the tests of that part
+start a fresh interpreter (conftest.python_run(..., fresh=True)).
+
+Protocol (conftest.ForkServer): one JSON line per request on stdin {"argv": [...], "cwd": ...,
+"env": {...}, "code": null or the CODE of `python -c CODE ARGV`, "stdout": file, "stderr": file};
+the server answers the child's pid, then, when it ended, its exit status as subprocess reports it
+(-N: killed by signal N).
+"""
+import json
+import os
+import runpy
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[0] = ROOT  # as for `python mnist_cnn.py`: the project's folder first
+
+import startup  # noqa: E402
+
+before = dict(os.environ)
+startup.import_paddle()
+IMPORT_SET = {k: v for k, v in os.environ.items() if before.get(k) != v}  # the CPU settings...
+
+
+def serve():
+    """Answers requests until stdin closes; returns (only in a forked child) the request to run."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            return request
+        print(pid, flush=True)
+        print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    raise SystemExit(0)
+
+
+def become(request):
+    """This process takes the request's files, folder, environment and argv."""
+    for fd, path, mode in ((0, os.devnull, os.O_RDONLY),
+                           (1, request['stdout'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                           (2, request['stderr'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+        new = os.open(path, mode, 0o644)
+        os.dup2(new, fd)
+        os.close(new)
+    os.chdir(request['cwd'])
+    os.environ.clear()
+    os.environ.update(request['env'])
+    for key, value in IMPORT_SET.items():  # what import_paddle set before importing paddle
+        os.environ.setdefault(key, value)
+    sys.argv = ['-c', *request['argv']] if request.get('code') else list(request['argv'])
+    sys.path[0] = '' if request.get('code') else os.path.dirname(os.path.abspath(sys.argv[0]))
+
+
+if __name__ == '__main__':
+    request = serve()
+    become(request)
+    if request.get('code'):  # python -c CODE ARGS
+        exec(compile(request['code'], '<string>', 'exec'), {'__name__': '__main__'})
+    else:
+        runpy.run_path(sys.argv[0], run_name='__main__')
