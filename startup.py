@@ -7,13 +7,10 @@ import importlib.util
 import io
 import os
 import platform
-import subprocess
 import sys
 import warnings
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 IMPORTED_HERE = []  # non-empty once import_paddle has imported paddle itself
-RERUN_MARK = 'MNIST_COURSE_RERUN'  # set in the re-run's environment, so it never loops
 
 
 def in_kernel():  # a Jupyter/IPython kernel (AI Studio): no re-run, no exit, %pip advice
@@ -47,21 +44,6 @@ def linux_cpu_info(key):  # a field of /proc/cpuinfo; None elsewhere
     return None
 
 
-def cpu_model():  # for reports (tools/, tests/goldens.py): 'AMD EPYC 9B14', 'Apple M2', ...
-    if sys.platform == 'darwin':
-        return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
-                              text=True).stdout.strip() or platform.processor()
-    return linux_cpu_info('model name') or platform.processor() or platform.machine()
-
-
-def venv_python():  # ./.venv's Python (Scripts\python.exe on Windows), or None
-    for path in (os.path.join(ROOT, '.venv', 'bin', 'python'),
-                 os.path.join(ROOT, '.venv', 'Scripts', 'python.exe')):
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 def lacks(name):
     try:
         return importlib.util.find_spec(name) is None
@@ -80,27 +62,14 @@ def use_project_python(needs=('paddle', 'numpy', 'matplotlib')):  # Python 3.9+ 
 
 
 def rerun_or_stop(missing):
-    """This Python lacks a package: run the script with .venv's Python, else one sentence."""
-    this = '{} (Python {})'.format(sys.executable, platform.python_version())
-    project = venv_python()
-    same = project and os.path.realpath(sys.prefix) == os.path.realpath(os.path.dirname(
-        os.path.dirname(project)))
-    if project and not in_kernel() and not same and os.environ.get(RERUN_MARK) != '1':
-        print('note: {} has no {}; running this with {}'.format(this, missing[0], project),
-              file=sys.stderr, flush=True)
-        command, env = [project] + sys.argv, dict(os.environ, **{RERUN_MARK: '1'})
-        if os.name == 'posix':
-            os.execve(project, command, env)  # becomes that Python: same process, same Ctrl-C
-        with contextlib.suppress(KeyboardInterrupt):  # Windows: the child gets Ctrl-C itself
-            raise SystemExit(subprocess.call(command, env=env))
-        raise SystemExit(130)
+    """This Python lacks a package: run the script with .venv's Python, else one sentence (rerun.py,
+    read only then; a notebook does not carry it: a kernel is never re-run)."""
+    if not in_kernel():
+        import rerun
+        rerun.rerun_or_stop(missing)
     names = ' '.join('pillow' if m == 'PIL' else m for m in missing)
-    if in_kernel():
-        stop('error: this notebook\'s Python has no {}; run `%pip install {}` in a cell, then '
-             'Kernel > Restart'.format(', '.join(missing), names))
-    stop('error: {} has no {}; install the project first: `make install`, or `python -m pip '
-         'install -r requirements.txt` with the Python you run the scripts with (supported: '
-         'Python 3.9 to 3.13)'.format(this, ', '.join(missing)))
+    stop('error: this notebook\'s Python has no {}; run `%pip install {}` in a cell, then '
+         'Kernel > Restart'.format(', '.join(missing), names))
 
 
 def switch_hint(outside_a_notebook):

@@ -84,9 +84,9 @@ def command(name, data_path):
 # ---- environment ------------------------------------------------------------------------------
 
 def cpu_model():
-    """The CPU's model name (startup.cpu_model: /proc/cpuinfo on Linux, sysctl on macOS)."""
-    import startup
-    return startup.cpu_model()
+    """The CPU's model name (tools/bench.py's cpu_model: /proc/cpuinfo on Linux, sysctl on macOS)."""
+    import bench  # tools/ is on sys.path (conftest.py)
+    return bench.cpu_model()
 
 
 def paddle_version():

@@ -50,8 +50,10 @@ def test_a_missing_package_in_a_notebook_says_pip_install_in_a_cell(tmp_path):
 
 
 def test_startup_reads_on_python_3_7():
-    """So that an old AI Studio environment reaches the sentence above instead of a SyntaxError."""
+    """So that an old AI Studio environment reaches the sentence above instead of a SyntaxError (and an
+    old Python on the command line, the re-run with .venv's or one sentence: rerun.py)."""
     vermin = Path(sys.executable).parent / 'vermin'
-    proc = subprocess.run([str(vermin), '-t=3.7-', '--no-tips', '--violations', str(ROOT / 'startup.py')],
+    proc = subprocess.run([str(vermin), '-t=3.7-', '--no-tips', '--violations', str(ROOT / 'startup.py'),
+                           str(ROOT / 'rerun.py')],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

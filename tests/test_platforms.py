@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import rerun
 import startup
 from conftest import ROOT, script_env
 
@@ -112,7 +113,7 @@ def test_importing_common_or_plots_does_not_import_paddle():
 # ---- Windows: no fcntl ------------------------------------------------------------------------
 
 # POSIX-only calls a training run must not make without a portable twin. Allowed where a guard
-# stands beside them: startup.py reads /proc/cpuinfo only if it exists, and execs only on POSIX.
+# stands beside them: startup.py reads /proc/cpuinfo only if it exists, rerun.py execs only on POSIX.
 POSIX_ONLY = re.compile(r'import fcntl|import termios|import pwd|import grp|import resource|'
                         r'os\.fork\(|os\.setsid|os\.killpg|os\.getuid|os\.geteuid|signal\.SIG(KILL|HUP|USR|ALRM)|'
                         r'signal\.alarm|os\.execv|/proc/|/dev/shm')
@@ -120,7 +121,7 @@ ALLOWED = {('startup.py', "if os.path.exists('/proc/cpuinfo'):"),
            ('startup.py', "with open('/proc/cpuinfo', encoding='utf-8', errors='replace') as f:"),
            ('startup.py', '"""A field of /proc/cpuinfo (Linux only; None elsewhere)."""'),
            ('checkpoints.py', 'import fcntl'),  # in the else of `if os.name == 'nt'`: msvcrt
-           ('startup.py', 'os.execve(project, command, env)  # becomes that Python: same process, same Ctrl-C')}
+           ('rerun.py', 'os.execve(project, command, env)  # becomes that Python: same process, same Ctrl-C')}
 
 
 def test_no_posix_only_call_outside_tests():
@@ -157,5 +158,5 @@ def test_windows_and_macos_paths_in_startup(tmp_path, monkeypatch):
     """The .venv's Python is found where Windows puts it (Scripts\\python.exe)."""
     (tmp_path / '.venv' / 'Scripts').mkdir(parents=True)
     (tmp_path / '.venv' / 'Scripts' / 'python.exe').write_text('')
-    monkeypatch.setattr(startup, 'ROOT', str(tmp_path))
-    assert startup.venv_python() == str(Path(tmp_path) / '.venv' / 'Scripts' / 'python.exe')
+    monkeypatch.setattr(rerun, 'ROOT', str(tmp_path))
+    assert rerun.venv_python() == str(Path(tmp_path) / '.venv' / 'Scripts' / 'python.exe')

@@ -301,10 +301,17 @@ def spawn(args, worker, options, env_changes, python=sys.executable):
     return json.loads(lines[-1])
 
 
-def machine():
+def cpu_model():  # for reports (here, tools/results.py, tests/goldens.py): 'AMD EPYC 9B14', 'Apple M2', ...
+    if sys.platform == 'darwin':
+        return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
+                              text=True).stdout.strip() or platform.processor()
     sys.path.insert(0, ROOT)
     import startup  # standard library only: the driver itself never imports paddle
-    cpu = startup.cpu_model()
+    return startup.linux_cpu_info('model name') or platform.processor() or platform.machine()
+
+
+def machine():
+    cpu = cpu_model()
     versions = {}
     for package in ('paddlepaddle', 'numpy'):
         try:

@@ -29,6 +29,7 @@ import common
 import plots
 from safe_files import atomic_write
 
+import bench  # cpu_model
 import housing
 import mnist_cnn
 import mnist_json
@@ -262,7 +263,7 @@ def cnn_final_pictures(out):
 def write_report(args, runs, resumes, json_run, housing_runs, figure_paths, total_s):
     first = next((m for m in runs.values() if 'config' in m), {'config': {'data': {'path': '?', 'sizes': {}, 'kind': '?'}}})
     data = first['config']['data']
-    cpu = startup.cpu_model()
+    cpu = bench.cpu_model()
     lines = ['# Results', '',
              f'`make all{" FAST=1" if args.fast else ""}` (tools/results.py), {datetime.date.today()}, {total_s / 60:.1f} minutes; '
              f'PaddlePaddle {paddle.__version__}, Python {platform.python_version()}, {cpu}, {os.cpu_count()} cores, '
