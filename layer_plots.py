@@ -1,12 +1,35 @@
-"""--check-content's pictures (八): what the untrained network's layers hold and compute. Imported
-only with that flag, so a notebook, which carries the modules its script imports at the top, does
-not carry this one.
+"""--check-content (八): what the untrained network's layers hold and compute, printed and drawn.
+Imported only with that flag, so a notebook, which carries the modules its script imports at the
+top, does not carry this one.
 """
 import math
+import os
 
 import numpy as np
 
 from plots import as_2d, pyplot, save_figure, tile
+
+
+def check_content(model, images, outputs, seed, out):
+    """After mnist_cnn.check_layers' shapes: a corner of one feature map per layer (the channel
+    comes from the seed) and the fc's outputs, for the first image; a kernel of each conv; then
+    pictures of every kernel (kernels.png) and of the first image's feature maps
+    (feature_maps.png). outputs: {layer: its output for the batch images}."""
+    channel = int(np.random.default_rng(seed).integers(0, 20))
+    print('########## the first image\'s values (--check-content) ##########')
+    feature_maps = {}
+    for name, x in outputs.items():
+        if x.ndim == 4:  # a corner of one feature map of the first image
+            feature_maps[name] = x.numpy()[0]
+            print(f'{name}: first image, channel {channel}, top-left 4x4:\n'
+                  f'{np.array2string(feature_maps[name][channel, :4, :4], precision=4)}')
+        else:  # the fc's 10 outputs
+            print(f'{name}: first image:\n{np.array2string(x.numpy()[0], precision=4)}')
+    conv1, conv2 = model.conv1.weight.numpy(), model.conv2.weight.numpy()
+    for name, weight in (('conv1', conv1), ('conv2', conv2)):
+        print(f'{name} kernel [0][0]:\n{np.array2string(weight[0, 0], precision=4)}')
+    kernels_figure(os.path.join(out, 'kernels.png'), conv1, conv2, channel)
+    feature_maps_figure(os.path.join(out, 'feature_maps.png'), images[0], feature_maps)
 
 
 def labelled_tiles(ax, arrays, rows, cols, cmap, vmin, vmax, gap=1):

@@ -164,9 +164,8 @@ def build_model(cfg):
 @paddle.no_grad()
 def check_layers(model, images, seed, out, content=False):
     """八: one batch through the layers, printing every parameter's and layer output's shape.
-    content: also a corner of one feature map per layer (the channel comes from the seed), and
-    pictures of every kernel (kernels.png) and of the first image's feature maps
-    (feature_maps.png)."""
+    content (--check-content): also values from the feature maps and kernels, and their pictures
+    (layer_plots.py)."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
@@ -174,25 +173,14 @@ def check_layers(model, images, seed, out, content=False):
     print('########## parameter shapes ##########')
     print('\n'.join(f'{name}: {p.shape}' for name, p in model.named_parameters()))
     print(f'########## output shape of every layer ##########\ninput: {x.shape}')
-    channel = int(np.random.default_rng(seed).integers(0, 20))
-    feature_maps = {}
+    outputs = {}
     for name, step in steps:
         x = step(x)
         print(f'{name}: {x.shape}')
-        if content and x.ndim == 4:  # a corner of one feature map of the first image
-            feature_maps[name] = x.numpy()[0]
-            print(f'{name}: first image, channel {channel}, top-left 4x4:\n'
-                  f'{np.array2string(feature_maps[name][channel, :4, :4], precision=4)}')
-        elif content:  # the fc's 10 outputs
-            print(f'{name}: first image:\n{np.array2string(x.numpy()[0], precision=4)}')
+        outputs[name] = x
     if content:
-        conv1, conv2 = model.conv1.weight.numpy(), model.conv2.weight.numpy()
-        for name, weight in (('conv1', conv1), ('conv2', conv2)):
-            print(f'{name} kernel [0][0]:\n{np.array2string(weight[0, 0], precision=4)}')
-        layer_plots = common.optional('layer_plots', '--check-content')  # not in the notebook
-        layer_plots.kernels_figure(os.path.join(out, 'kernels.png'), conv1, conv2, channel)
-        layer_plots.feature_maps_figure(os.path.join(out, 'feature_maps.png'), images[0],
-                                        feature_maps)
+        layer_plots = common.optional('layer_plots', '--check-content')
+        layer_plots.check_content(model, images, outputs, seed, out)
 
 
 # ---- 4. loss (五) and optimizer (六) ------------------------------------------------------------
