@@ -22,7 +22,8 @@ def save(prefix, model, optimizer, meta):  # data-parallel: rank 0 writes (all h
     if common.rank_and_world()[0] != 0:
         return prefix
     states = {'pdparams': model.state_dict()}
-    old = verified(prefix)  # another run's checkpoint here: made absent first, never half-replaced
+    # another run's checkpoint here: made absent first, never half-replaced
+    old = verified(prefix) if os.path.isfile(prefix + '.json') else None
     if old and old.get('config', {}).get('run_id') != meta.get('config', {}).get('run_id'):
         os.remove(prefix + '.json')
     if optimizer is not None:
