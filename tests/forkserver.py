@@ -1,11 +1,12 @@
 """Runs the stage scripts as real processes without paying `import paddle` (about 3 CPU-seconds)
-for each one: this server imports PaddlePaddle once, the way every script does
-(startup.import_paddle()), then forks a child per request. The child is a new process with its own
-pid, signals, exit status and files: it takes the request's folder, environment, argv and output
-files and runs the script as `__main__`, exiting as `python SCRIPT ARGS` would (SystemExit, an
-uncaught exception, KeyboardInterrupt by SIGINT, the atexit handlers). What it does not repeat is
-the start itself (the Python check and the CPU settings before the import): the tests of that part
-start a fresh interpreter (conftest.python_run(..., fresh=True)).
+and matplotlib's import for each one: this server imports PaddlePaddle once, the way every script
+does (startup.import_paddle()), and matplotlib as plots.py does, then forks a child per request.
+The child is a new process with its own pid, signals, exit status and files: it takes the
+request's folder, environment, argv and output files and runs the script as `__main__`, exiting as
+`python SCRIPT ARGS` would (SystemExit, an uncaught exception, KeyboardInterrupt by SIGINT, the
+atexit handlers). What it does not repeat is the start itself (the Python check and the CPU
+settings before the import): the tests of that part start a fresh interpreter
+(conftest.python_run(..., fresh=True)).
 
 Protocol (conftest.ForkServer): one JSON line per request on stdin {"argv": [...], "cwd": ...,
 "env": {...}, "code": null or the CODE of `python -c CODE ARGV`, "stdout": file, "stderr": file};
@@ -25,6 +26,9 @@ import startup  # noqa: E402
 before = dict(os.environ)
 startup.import_paddle()
 IMPORT_SET = {k: v for k, v in os.environ.items() if before.get(k) != v}  # the CPU settings...
+import matplotlib  # noqa: E402 (and matplotlib as plots.pyplot() imports it outside a notebook)
+matplotlib.use('Agg')
+import matplotlib.pyplot  # noqa: E402,F401
 
 
 def serve():
