@@ -1,6 +1,6 @@
 """--check-content (八): what the untrained network's layers hold and compute, printed and drawn.
-Imported only with that flag, so a notebook, which carries the modules its script imports at the
-top, does not carry this one.
+mnist_cnn.py imports it only with that flag; mnist_cnn.ipynb carries it all the same
+(tools/make_notebooks.py), so the flag works in the notebook too.
 """
 import math
 import os
