@@ -1,5 +1,5 @@
 """Shared fixtures: synthetic data in the real formats, and a runner for the scripts as subprocesses
-(the real use: every run is a fresh process, as a user's would be)."""
+(the real use: every run is a process of its own, as a user's would be; see python_run)."""
 import json
 import os
 import select
@@ -44,23 +44,31 @@ def script_env(home):
 
 # The scripts that import PaddlePaddle at their top: python_run forks them from a process that
 # imported it already (tests/forkserver.py), a real process all the same, about 3 CPU-seconds
-# cheaper. test_forkserver.py proves a forked run equals a fresh interpreter's, bit for bit.
+# cheaper. test_forkserver.py proves a forked run equals a fresh interpreter's, bit for bit, and
+# that each of these scripts, started fresh, imports paddle only through startup.import_paddle.
 FORKED = {'mnist_cnn.py', 'mnist_linear.py', 'mnist_mlp.py', 'resume.py', 'tutorial_resume.py'}
 _servers = []  # this pytest process's fork server, started at the first forked run
 
 
 class ForkServer:
     def __init__(self):
+        self.home = tempfile.mkdtemp()
+        self.env = script_env(self.home)
         self.server = subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'forkserver.py')],
-                                       env=script_env(tempfile.mkdtemp()), stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE)
+                                       env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def serves(self, env):  # what Python reads at its start (PYTHONPATH, PYTHONIOENCODING...) fits
+        return all(env.get(k) == self.env.get(k) for k in {*env, *self.env} if k.startswith('PYTHON'))
 
     def answer(self, timeout=None):  # one line of the server's, or None after timeout seconds
         line = b''
         while not line.endswith(b'\n'):
             if not select.select([self.server.stdout], [], [], timeout)[0]:
                 return None
-            line += os.read(self.server.stdout.fileno(), 1) or b'\n'  # b'': the server died
+            byte = os.read(self.server.stdout.fileno(), 1)
+            if not byte:
+                raise RuntimeError(f'tests/forkserver.py ended (exit code {self.server.wait()})')
+            line += byte
         return int(line)
 
     def run(self, argv, cwd, env, timeout, code):
@@ -69,29 +77,40 @@ class ForkServer:
                    'stdout': str(folder / 'stdout'), 'stderr': str(folder / 'stderr')}
         self.server.stdin.write(json.dumps(request).encode() + b'\n')
         self.server.stdin.flush()
-        pid = self.answer()
-        code = self.answer(timeout)
-        if code is None:  # as subprocess.run: kill it, then say so
-            os.kill(pid, signal.SIGKILL)
-            self.answer()
-            raise subprocess.TimeoutExpired(argv, timeout)
-        result = subprocess.CompletedProcess([sys.executable, *argv], code,
-                                             *(Path(request[f]).read_text() for f in ('stdout', 'stderr')))
-        shutil.rmtree(folder)
-        return result
+        try:
+            pid = self.answer()
+            status = self.answer(timeout)
+            if status is None:  # as subprocess.run: kill it, then say so
+                os.kill(pid, signal.SIGKILL)
+                self.answer()
+                raise subprocess.TimeoutExpired(argv, timeout)
+            return subprocess.CompletedProcess(
+                [sys.executable, *argv], status,
+                *(Path(request[f]).read_text() for f in ('stdout', 'stderr')))
+        finally:
+            shutil.rmtree(folder)
+
+    def close(self):
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+        shutil.rmtree(self.home, ignore_errors=True)
 
 
 def python_run(argv, cwd, env, timeout=600, code=None, fresh=False):
     """`python ARGV` (or `python -c CODE ARGV`) in cwd with env -> CompletedProcess (text): forked
-    for the scripts in FORKED, unless fresh or env has thread settings (paddle reads them at its
-    import); else a new interpreter."""
+    for the scripts in FORKED, unless fresh; else a new interpreter. A forked run differs from a
+    fresh one only in what Python and paddle read at their start: the PYTHON* variables (a run
+    whose differ from the server's starts fresh), the thread settings (likewise), the string-hash
+    seed (one per server: forked runs compared with each other share it; test_forkserver compares
+    with a fresh run) and the modules the server imported (startup, paddle, matplotlib)."""
     script = os.path.basename(str(argv[0]))
-    if fresh or script not in FORKED or any(k in env for k in THREAD_SETTINGS):
-        return subprocess.run([sys.executable, *(['-c', code] if code else []), *map(str, argv)],
-                              cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if not _servers:
-        _servers.append(ForkServer())
-    return _servers[0].run([str(a) for a in argv], cwd, env, timeout, code)
+    if not (fresh or script not in FORKED or any(k in env for k in THREAD_SETTINGS)):
+        if not _servers:
+            _servers.append(ForkServer())
+        if _servers[0].serves(env):
+            return _servers[0].run([str(a) for a in argv], cwd, env, timeout, code)
+    return subprocess.run([sys.executable, *(['-c', code] if code else []), *map(str, argv)],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope='session')
@@ -105,8 +124,7 @@ def run_script(tmp_path_factory):
         return python_run([ROOT / script, *args], cwd, script_env(home), timeout, fresh=fresh)
     yield run
     for server in _servers:
-        server.server.stdin.close()
-        server.server.wait(timeout=60)
+        server.close()
     _servers.clear()
 
 

@@ -4,9 +4,11 @@ does (startup.import_paddle()), and matplotlib as plots.py does, then forks a ch
 The child is a new process with its own pid, signals, exit status and files: it takes the
 request's folder, environment, argv and output files and runs the script as `__main__`, exiting as
 `python SCRIPT ARGS` would (SystemExit, an uncaught exception, KeyboardInterrupt by SIGINT, the
-atexit handlers). What it does not repeat is the start itself (the Python check and the CPU
-settings before the import): the tests of that part start a fresh interpreter
-(conftest.python_run(..., fresh=True)).
+atexit handlers). What it does not repeat is the start itself: the Python check, the CPU settings
+and the import (so a script importing paddle before startup would pass here: test_forkserver.py
+starts each script fresh to catch that), what Python reads at its start (conftest.python_run
+starts fresh when PYTHON* variables differ), the string-hash seed (one per server). The tests of
+the start itself (test_platforms.py, test_aistudio.py) start their own interpreters.
 
 Protocol (conftest.ForkServer): one JSON line per request on stdin {"argv": [...], "cwd": ...,
 "env": {...}, "code": null or the CODE of `python -c CODE ARGV`, "stdout": file, "stderr": file};

@@ -2,7 +2,9 @@
 (tests/forkserver.py): that must change nothing a test looks at."""
 import re
 
-from conftest import read_metrics
+import pytest
+
+from conftest import FORKED, read_metrics
 
 
 def test_a_forked_run_equals_a_fresh_interpreters(run_script, idx_dir, tmp_path):
@@ -26,3 +28,12 @@ def test_a_forked_run_exits_as_python_does(run_script, tmp_path):
     proc = run_script('resume.py', '--ckpt', 'nowhere', cwd=tmp_path)
     assert proc.returncode != 0 and proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
     assert proc.stderr.count('\n') == 1
+
+
+@pytest.mark.parametrize('script', sorted(FORKED))
+def test_each_forked_script_started_fresh_imports_paddle_only_through_startup(script, run_script, tmp_path):
+    """A forked script finds paddle imported already, so one that imported paddle before
+    startup.import_paddle() (whose CPU settings then come too late: other last bits) would pass every
+    forked test. Started fresh, such a script says so on stderr ('note: paddle was imported before')."""
+    proc = run_script(script, '--help', cwd=tmp_path, fresh=True)
+    assert proc.returncode == 0 and proc.stdout.startswith('usage:') and proc.stderr == '', proc.stderr

@@ -63,7 +63,7 @@ def kill(what):
 
 if os.environ.get('SIGINT_AFTER_BATCHES'):  # a real Ctrl-C after that many training steps
     import startup
-    startup.import_paddle()  # as the script does first: its CPU settings, then paddle
+    startup.import_paddle()  # as the script does first (forked: imported already, nothing to do)
     import progress
     record, count = progress.Tracker.record_batch, [0]
     def record_batch(self, *args):
