@@ -16,7 +16,7 @@ def check_content(model, images, outputs, seed, out):
     pictures of every kernel (kernels.png) and of the first image's feature maps
     (feature_maps.png). outputs: {layer: its output for the batch images}."""
     channel = int(np.random.default_rng(seed).integers(0, 20))
-    print('########## the first image\'s values (--check-content) ##########')
+    print('########## the untrained layers\' values (--check-content) ##########')
     feature_maps = {}
     for name, x in outputs.items():
         if x.ndim == 4:  # a corner of one feature map of the first image

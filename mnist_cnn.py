@@ -165,7 +165,7 @@ def build_model(cfg):
 def check_layers(model, images, seed, out, content=False):
     """八: one batch through the layers, printing every parameter's and layer output's shape.
     content (--check-content): also values from the feature maps and kernels, and their pictures
-    (layer_plots.py)."""
+    (layer_plots.check_content)."""
     x = paddle.to_tensor(images)
     steps = [('conv1+relu', lambda t: F.relu(model.conv1(t))), ('pool1', model.pool1),
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),

@@ -1,6 +1,6 @@
 """The course's pictures as PNG files, from numpy arrays (no paddle here), with matplotlib: curves
 (八), samples (三), the confusion matrix and the mistakes (八). Each is written whole or not at all
-and, in a notebook, shown inline too. (--check-content's pictures: layer_plots.py.)
+and, in a notebook, shown inline too. (--check-content's values and pictures: layer_plots.py.)
 """
 import math
 import os

@@ -66,7 +66,7 @@ def rerun_or_stop(missing):
     read only then; a notebook does not carry it: a kernel is never re-run)."""
     if not in_kernel():
         import rerun
-        rerun.rerun_or_stop(missing)
+        rerun.rerun_or_stop(missing)  # never returns
     names = ' '.join('pillow' if m == 'PIL' else m for m in missing)
     stop('error: this notebook\'s Python has no {}; run `%pip install {}` in a cell, then '
          'Kernel > Restart'.format(', '.join(missing), names))

@@ -305,7 +305,8 @@ def cpu_model():  # for reports (here, tools/results.py, tests/goldens.py): 'AMD
     if sys.platform == 'darwin':
         return subprocess.run(['sysctl', '-n', 'machdep.cpu.brand_string'], capture_output=True,
                               text=True).stdout.strip() or platform.processor()
-    sys.path.insert(0, ROOT)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
     import startup  # standard library only: the driver itself never imports paddle
     return startup.linux_cpu_info('model name') or platform.processor() or platform.machine()
 
