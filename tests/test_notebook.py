@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
-
-import fixtures
 import pytest
 
+import fixtures
 import results
 from conftest import ROOT, script_env
 

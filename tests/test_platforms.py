@@ -154,7 +154,7 @@ def test_a_note_when_paddle_was_imported_first(tmp_path):
     assert 'note: paddle was imported before this script, so its CPU settings (OMP_NUM_THREADS=' in proc.stderr
 
 
-def test_windows_and_macos_paths_in_startup(tmp_path, monkeypatch):
+def test_windows_and_macos_paths_in_startup_and_rerun(tmp_path, monkeypatch):
     """The .venv's Python is found where Windows puts it (Scripts\\python.exe)."""
     (tmp_path / '.venv' / 'Scripts').mkdir(parents=True)
     (tmp_path / '.venv' / 'Scripts' / 'python.exe').write_text('')
