@@ -116,7 +116,7 @@ def move_aside(runs, folder, refuse_unfinished):
         meta = read_meta(prefix)
         stopped = os.path.basename(prefix).endswith('_interrupted')
         if stopped or meta['next_epoch'] < meta['config']['epochs']:
-            how = (f"in resume.ipynb argv = ['--ckpt', '{prefix}']" if common.in_notebook()
+            how = (f"argv = ['--ckpt', '{prefix}'] in resume.ipynb" if common.in_notebook()
                    else f'`python resume.py --ckpt {prefix}`')
             fail(f'{prefix} is the newest checkpoint of an unfinished run; continue it with '
                  f'{how}, or pass --overwrite to move it aside and start anew')

@@ -85,6 +85,11 @@ def compare_losses(resumed, reference):
     """Per epoch: are the resumed run's batch losses the reference run's at the same steps? True
     when every one is identical (exact float equality: the promise is bit-identity)."""
     per_epoch, ref_first = resumed['steps_per_epoch'], reference.get('first_step', 0)
+    if None not in (reference.get('run_id'), resumed.get('run_id')) \
+            and reference['run_id'] != resumed['run_id']:  # e.g. runs/cnn holds a later run's
+        print(f'nothing to compare: the reference is run {reference["run_id"]}, this checkpoint '
+              f'is of run {resumed["run_id"]}; pass --compare with that run\'s metrics.json')
+        return True
     if reference.get('steps_per_epoch') != per_epoch:
         print(f'compare: the reference run has {reference.get("steps_per_epoch")} batches per '
               f'epoch, this one {per_epoch}: not the same run settings')
