@@ -81,19 +81,22 @@ def load_json(path, what):  # resume.py --compare: the uninterrupted run's metri
         fail(f'{path} is not valid JSON; expected a {what}')
 
 
+# what decides a run's losses: a run with these the same gives the same losses, bit for bit
+LOSS_SETTINGS = ('script', 'seed', 'batch_size', 'lr', 'loss', 'opt', 'schedule', 'l2', 'shift',
+                 'hidden', 'schedule_steps', 'train_fingerprint')
+
+
 def compare_losses(resumed, reference):
     """Per epoch: are the resumed run's batch losses the reference run's at the same steps? True
     when every one is identical (exact float equality: the promise is bit-identity)."""
     per_epoch, ref_first = resumed['steps_per_epoch'], reference.get('first_step', 0)
-    if None not in (reference.get('run_id'), resumed.get('run_id')) \
-            and reference['run_id'] != resumed['run_id']:  # e.g. runs/cnn holds a later run's
-        print(f'nothing to compare: the reference is run {reference["run_id"]}, this checkpoint '
-              f'is of run {resumed["run_id"]}; pass --compare with that run\'s metrics.json')
+    ours, theirs = resumed['config'], reference.get('config', {})
+    other = [f'{k} {theirs.get(k)}, here {ours.get(k)}' for k in LOSS_SETTINGS
+             if theirs.get(k) != ours.get(k)]  # e.g. runs/cnn holds a later run's, other flags
+    if other:
+        print(f'nothing to compare: the reference run has other settings ({"; ".join(other)}); '
+              f'pass --compare with the metrics.json of a run with this checkpoint\'s settings')
         return True
-    if reference.get('steps_per_epoch') != per_epoch:
-        print(f'compare: the reference run has {reference.get("steps_per_epoch")} batches per '
-              f'epoch, this one {per_epoch}: not the same run settings')
-        return False
     by_epoch, all_same, compared = {}, True, 0
     for i, loss in enumerate(resumed['batch_losses']):
         step = resumed['first_step'] + i
