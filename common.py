@@ -165,7 +165,8 @@ def load_json_gz(path):  # the tutorial's file: [train, valid, eval], each [imag
     try:
         data = json.loads(read_bytes(path))
     except (ValueError, UnicodeDecodeError) as e:
-        fail(f'{path} is not valid JSON ({e}); download mnist.json.gz again')
+        fail(f'{path} is not the course\'s mnist.json.gz (not JSON: {e}); pass --data-dir with '
+             f'that file, or a folder holding the four MNIST idx files')
     if not (isinstance(data, list) and len(data) == 3
             and all(isinstance(p, list) and len(p) == 2 for p in data)):
         fail(f'{path} does not have the tutorial\'s layout [train, valid, eval], '

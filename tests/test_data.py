@@ -177,6 +177,14 @@ def test_bad_json_gz(tmp_path, content, message):
     assert message in str(err.value)
 
 
+def test_another_file_as_data_dir_is_named_as_not_the_course_file(tmp_path):
+    path = tmp_path / 'digit7.png'  # a picture meant for --predict
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(40))
+    with pytest.raises(common.UserError, match=r"digit7\.png is not the course's mnist\.json\.gz \(not JSON: "
+                                               r".*\); pass --data-dir with that file, or a folder"):
+        common.load_mnist_splits(str(path))
+
+
 def test_no_data_and_no_network_says_where_it_looked(tmp_path, monkeypatch):
     """A real download attempt through PaddlePaddle's downloader, to a closed local port."""
     monkeypatch.setenv('HOME', str(tmp_path))
