@@ -1,8 +1,11 @@
 """A problem the user can fix (a bad flag, file, folder or checkpoint) is raised as UserError
 (fail(message)); run_main prints it as one `error:` line and exits 1, and a notebook shows the same
-line instead of a traceback.
+line instead of a traceback. A Ctrl-C that training's safe stop (progress.Tracker) does not take, a
+second one or one while the data loads or the final evaluation runs, is one line too.
 """
 import importlib
+import os
+import signal
 import sys
 
 from startup import Stop as Stopped  # noqa: F401 (a run stopped on purpose in a notebook: one line)
@@ -23,6 +26,13 @@ def run_main(main_fn, argv=None):
     except UserError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         raise SystemExit(1)
+    except KeyboardInterrupt:
+        print('stopped (Ctrl-C) before the run finished; every file written so far is whole',
+              file=sys.stderr, flush=True)
+        if os.name != 'posix':
+            raise SystemExit(130)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # then end by the interrupt, as Python does:
+        os.kill(os.getpid(), signal.SIGINT)  # a shell's loop or make sees a Ctrl-C, not an error
 
 
 def optional(module, flag):
