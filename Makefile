@@ -101,7 +101,7 @@ lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (r
 # on 2 cores two at once take about half as long.
 # The first half's output follows the second's; the target fails if either half fails or runs no
 # test. Left out: tests/test_bench.py (`make bench` runs it) and the `install` test (.ci/run runs it).
-TESTS_FIRST_HALF = tests/test_readme.py tests/test_notebook.py tests/test_notebooks.py tests/test_golden.py \
+TESTS_FIRST_HALF = tests/test_readme.py tests/test_results.py tests/test_notebooks.py tests/test_golden.py \
 	tests/test_reliability.py tests/test_resume_golden.py tests/test_visualdl.py tests/test_plots.py \
 	tests/test_data.py tests/test_python_versions.py
 PYTEST = $(PY) -m pytest -q -rs -m "not install" $(PYTEST_ARGS)  # e.g. make test PYTEST_ARGS=--durations=30

@@ -200,7 +200,8 @@ def finish(model, result, cfg, record, device, title, extra=None):
     if common.rank_and_world()[0] == 0:
         write_json(os.path.join(cfg['out'], 'metrics.json'), metrics)
         pictures = plots.take_written(cfg['out'])  # this run's, in the order they were drawn
-        print(f'wrote {cfg["out"]}/: metrics.json, model.pdparams, {", ".join(pictures)}')
+        print(f'wrote {cfg["out"]}/: metrics.json, model.pdparams, model.json, '
+              f'{", ".join(pictures)}')
     return metrics
 
 

@@ -69,9 +69,9 @@ def test_sigkill_at_random_points_never_damages_checkpoints(reference, idx_dir, 
     ckpt = tmp_path / 'checkpoint'
     finished = lambda found: found and found[-1][2]['next_epoch'] >= 4
     kills = 0
-    for attempt in range(5):
+    for attempt in range(4):  # two kills (a resumed run killed at every save: test_kill_points.py)
         found = checkpoints.list_checkpoints(str(ckpt))
-        if finished(found):
+        if finished(found) or kills == 2:
             break
         if found:  # continue from the newest complete checkpoint, as a user would
             proc = start('resume.py', ['--ckpt', 'latest', '--log-every', '1'], tmp_path, tmp_path)
@@ -86,7 +86,7 @@ def test_sigkill_at_random_points_never_damages_checkpoints(reference, idx_dir, 
         proc.stderr.close()
         if ckpt.exists():
             assert_every_file_is_whole(str(ckpt))
-    assert kills >= 3
+    assert kills == 2
     found = checkpoints.list_checkpoints(str(ckpt))
     if not finished(found):  # the last leg, uninterrupted, compared batch by batch
         script, args = ('resume.py', ['--ckpt', 'latest', '--compare',

@@ -65,7 +65,7 @@ def test_a_run_lists_the_pictures_it_wrote(run_script, idx_dir, tmp_path):
     second = run_script(*common, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     wrote = [line for line in second.stdout.splitlines() if line.startswith('wrote ')][-1]
-    assert wrote == ('wrote runs/cnn/: metrics.json, model.pdparams, samples.png, loss.png, acc.png, '
+    assert wrote == ('wrote runs/cnn/: metrics.json, model.pdparams, model.json, samples.png, loss.png, acc.png, '
                      'mistakes.png, confusion.png'), wrote
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import goldens
 from conftest import read_metrics
+from test_stages import assert_stage_outputs
 
 
 @pytest.fixture(scope='module')
@@ -44,6 +45,8 @@ def test_golden_values(name, request, run_script, tmp_path):
         proc = run_script(run['script'], *goldens.command(name, data), cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         metrics = read_metrics(tmp_path / run['out'])
+        if run['script'] != 'housing.py':  # one run proves the stage's outputs and its losses
+            assert_stage_outputs(tmp_path / run['out'], run['script'], metrics['config'].get('loss', 'ce'))
     how = goldens.compare(name, metrics)  # 'tolerance' has warned (goldens.ToleranceWarning), naming why
     print(f'{name}: {"== the entry of this environment" if how == "exact" else "within the tolerance"}')
 

@@ -30,8 +30,8 @@ README = (ROOT / 'README.md').read_text(encoding='utf-8')
 # command (as written in the README) -> why `make test` does not run it
 SKIPPED = {
     'make test': 'it is this test suite',
-    'make all FAST=1': 'the whole course on 1,000 images, minutes: test_notebook.py runs tools/results.py --fast',
-    'python tools/results.py --fast': 'as `make all FAST=1` (test_notebook.py runs it)',
+    'make all FAST=1': 'the whole course on 1,000 images, minutes: test_results.py runs tools/results.py --fast',
+    'python tools/results.py --fast': 'as `make all FAST=1` (test_results.py runs it)',
     'python mnist_cnn.py': 'exactly what `make cnn` runs (the Makefile: $(PY) mnist_cnn.py), which ran above; the '
                            'python twins after it resume the `make cnn ARGS="--opt sgd"` run',
     'py -3.12 -m venv .venv': 'Windows only (the py launcher)',

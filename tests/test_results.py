@@ -1,31 +1,10 @@
-"""What AI Studio and a whole-course run need beside the notebooks (test_notebooks.py runs those in a
-real kernel): DataLoader workers under a /dev/shm as small as AI Studio's, and `make all --fast`
-end to end. (Stage scripts pasted into cells and a train-then-resume kernel were tested here; the
-generated notebooks now prove the same, cell by cell, in test_notebooks.py.)"""
+"""`make all FAST=1` (tools/results.py --fast) end to end: the whole course in one command."""
 import os
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 
 import fixtures
 import results
-from conftest import ROOT, script_env
-
-
-def test_dataloader_workers_need_no_shared_memory(run_script, idx_dir, tmp_path):
-    """AI Studio's /dev/shm is 64 MB; DataLoader workers that pass batches through shared memory
-    die there (Paddle#25211). The scripts' workers use pipes: they train under a 512 KB /dev/shm,
-    where a shared-memory loader fails (checked when this test was written)."""
-    cmd = (f'mount -t tmpfs -o size=512k tmpfs /dev/shm && {sys.executable} {ROOT / "mnist_cnn.py"} '
-           f'--data-dir {idx_dir} --epochs 1 --num-workers 2 --log-every 1000')
-    proc = subprocess.run(['unshare', '-m', 'sh', '-c', cmd], cwd=tmp_path, env=script_env(tmp_path),
-                          capture_output=True, text=True, timeout=300)
-    if 'mount' in proc.stderr and proc.returncode != 0 and 'epoch' not in proc.stdout:
-        pytest.skip(f'cannot mount a private /dev/shm here: {proc.stderr.strip()[:200]}')
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert 'eval: loss' in proc.stdout
 
 
 def test_make_all_fast_pipeline(tmp_path):
