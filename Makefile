@@ -102,11 +102,10 @@ lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (r
 # The first half's output follows the second's; the target fails if either half fails or runs no
 # test. Left out: tests/test_bench.py (`make bench` runs it) and the `install` test (.ci/run runs it).
 TESTS_FIRST_HALF = tests/test_readme.py tests/test_results.py tests/test_notebooks.py tests/test_golden.py \
-	tests/test_reliability.py tests/test_resume_golden.py tests/test_visualdl.py tests/test_plots.py \
-	tests/test_data.py tests/test_python_versions.py
+	tests/test_reliability.py tests/test_resume_golden.py tests/test_data.py tests/test_python_versions.py
 PYTEST = $(PY) -m pytest -q -rs -m "not install" $(PYTEST_ARGS)  # e.g. make test PYTEST_ARGS=--durations=30
 
-test: lint  ## lint, then the tests (offline, synthetic data, ~8 min on 2 cores; installs requirements-test.txt)
+test: lint  ## lint, then the tests (offline, synthetic data, ~7 min on 2 cores; installs requirements-test.txt)
 	@log=$$(mktemp); ($(PYTEST) $(TESTS_FIRST_HALF) > $$log 2>&1; echo $$? >> $$log.rc) & \
 	$(PYTEST) tests --ignore=tests/test_bench.py $(addprefix --ignore=,$(TESTS_FIRST_HALF)); second=$$?; \
 	wait; echo "---- $(TESTS_FIRST_HALF)"; cat $$log; first=$$(cat $$log.rc); rm -f $$log $$log.rc; \
