@@ -13,8 +13,9 @@ import warnings
 IMPORTED_HERE = []  # non-empty once import_paddle has imported paddle itself
 
 
-def in_kernel():  # a Jupyter/IPython kernel (AI Studio): no re-run, no exit, %pip advice
-    return 'ipykernel' in sys.modules
+def in_kernel():  # a running Jupyter/IPython kernel (AI Studio): no re-run, no exit, %pip advice
+    app = getattr(sys.modules.get('ipykernel.kernelapp'), 'IPKernelApp', None)
+    return app is not None and app.initialized()  # not just imported (a Jupyter client does)
 
 
 class Stop(Exception):

@@ -110,6 +110,16 @@ def test_importing_common_or_plots_does_not_import_paddle():
     assert proc.stdout.strip() == 'False', proc.stderr
 
 
+def test_a_process_that_imported_ipykernel_is_no_kernel():
+    """A Jupyter client (nbclient, jupyter_client) imports ipykernel without being a kernel: the scripts
+    run in it as scripts (the kernels of test_notebooks.py show the notebook side). It was: after the
+    notebook tests, the scripts' in-process runs took the pytest process for a notebook."""
+    code = ('import sys; sys.path.insert(0, %r); import ipykernel.kernelapp, startup; '
+            'print(startup.in_kernel())' % str(ROOT))
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert proc.stdout.strip() == 'False', proc.stderr
+
+
 # ---- Windows: no fcntl ------------------------------------------------------------------------
 
 # POSIX-only calls a training run must not make without a portable twin. Allowed where a guard
