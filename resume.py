@@ -95,8 +95,9 @@ def main(argv=None):
     # 4. train on from there with the script's own loop, evaluate and save
     record = script.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     metrics = script.finish(model, loaders, cfg, record, device, {'resumed_from': prefix})
-    # 5. compare every batch loss with the uninterrupted run's (七: rank 0, which holds them all;
-    # a worker failing first would make the launcher stop rank 0 before it could say so)
+    # 5. compare every batch loss with the uninterrupted run's (七: on rank 0 alone, which prints;
+    # every worker holds the same summed losses, but one exiting 1 first would make the launcher
+    # stop rank 0 before it printed the comparison)
     if reference is not None and common.rank_and_world()[0] == 0 \
             and not restore.compare_losses(metrics, reference):
         common.fail('the resumed losses differ from the uninterrupted run\'s (above)')

@@ -72,6 +72,7 @@ class ForkServer:
         return int(line)
 
     def run(self, argv, cwd, env, timeout, code):
+        self.end_started()
         folder = Path(tempfile.mkdtemp())
         request = {'argv': argv, 'cwd': str(cwd), 'env': env, 'code': code,
                    'stdout': str(folder / 'stdout'), 'stderr': str(folder / 'stderr')}
@@ -90,10 +91,83 @@ class ForkServer:
         finally:
             shutil.rmtree(folder)
 
+    def start(self, argv, cwd, env):
+        """A forked run the test talks to while it runs (its output read line by line, signals sent
+        to it): a Started, used as subprocess.Popen(text=True). The server serves no other run until
+        it has ended: a run started and not waited for is killed before the next one."""
+        self.end_started()
+        folder = Path(tempfile.mkdtemp())
+        os.mkfifo(folder / 'stdout')  # read while the child writes
+        (folder / 'stderr').touch()
+        request = {'argv': [str(a) for a in argv], 'cwd': str(cwd), 'env': env, 'code': None,
+                   'stdout': str(folder / 'stdout'), 'stderr': str(folder / 'stderr')}
+        self.server.stdin.write(json.dumps(request).encode() + b'\n')
+        self.server.stdin.flush()
+        self.started = Started(self, self.answer(), folder, argv)
+        return self.started
+
+    def end_started(self):
+        started, self.started = getattr(self, 'started', None), None
+        if started is not None and started.returncode is None:
+            started.kill()
+            started.wait()
+
     def close(self):
+        self.end_started()
         self.server.stdin.close()
         self.server.wait(timeout=60)
         shutil.rmtree(self.home, ignore_errors=True)
+
+
+class Started:
+    """A run of ForkServer.start, as subprocess.Popen(stdout=PIPE, stderr=PIPE, text=True) has it:
+    pid, stdout (lines as they come), stderr, send_signal, kill, poll, wait, communicate."""
+    def __init__(self, server, pid, folder, argv):
+        self.server, self.pid, self.folder, self.args = server, pid, folder, argv
+        self.returncode = None
+        self.stdout = open(folder / 'stdout', encoding='utf-8')  # once the child has opened it
+        self.stderr = open(folder / 'stderr', encoding='utf-8')
+
+    def send_signal(self, signum):
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            status = self.server.answer(timeout)
+            if status is None:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = status
+        return self.returncode
+
+    def poll(self):
+        return self.returncode if self.returncode is not None else (
+            None if not select.select([self.server.server.stdout], [], [], 0)[0] else self.wait())
+
+    def communicate(self, timeout=None):  # the rest of stdout (to the child's end), then stderr
+        out = self.stdout.read()
+        self.wait(timeout)
+        err = self.stderr.read()
+        self.stdout.close()
+        self.stderr.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return out, err
+
+
+def python_start(argv, cwd, env):
+    """`python ARGV` in cwd with env, started: forked as in python_run (a Started), else
+    subprocess.Popen; either way read stdout while it runs, signal it, then communicate()."""
+    script = os.path.basename(str(argv[0]))
+    if script in FORKED and not any(k in env for k in THREAD_SETTINGS):
+        if not _servers:
+            _servers.append(ForkServer())
+        if _servers[0].serves(env):
+            return _servers[0].start(argv, cwd, env)
+    return subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def python_run(argv, cwd, env, timeout=600, code=None, fresh=False):

@@ -13,7 +13,8 @@ the start itself (test_platforms.py, test_aistudio.py) start their own interpret
 Protocol (conftest.ForkServer): one JSON line per request on stdin {"argv": [...], "cwd": ...,
 "env": {...}, "code": null or the CODE of `python -c CODE ARGV`, "stdout": file, "stderr": file};
 the server answers the child's pid, then, when it ended, its exit status as subprocess reports it
-(-N: killed by signal N).
+(-N: killed by signal N). The stdout file may be a named pipe that the test reads while the child
+runs (conftest.ForkServer.start).
 """
 import json
 import os

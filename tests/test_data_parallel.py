@@ -108,11 +108,14 @@ def test_a_one_process_checkpoint_resumes_with_two_workers_and_compare_says_how_
     assert proc.returncode != 0
     assert 'resumed losses DIFFER from the reference run' in log0, log0[-3000:]
     assert 'note: the reference ran with 1 data-parallel worker(s), this run with 2' in log0
+    # the launch failed by --compare's exit 1 on rank 0; rank 1 ended cleanly
+    assert "error: the resumed losses differ from the uninterrupted run's (above)" in log0 and 'Traceback' not in log0
     resumed = read_metrics(tmp_path / 'out')
     assert resumed['first_step'] == 19 and resumed['workers'] == 2
     assert resumed['batch_losses'] != single['metrics']['batch_losses'][19:]
     np.testing.assert_allclose(resumed['batch_losses'], single['metrics']['batch_losses'][19:], rtol=RTOL)
-    assert 'Traceback' not in (tmp_path / 'log' / 'workerlog.1').read_text()
+    log1 = (tmp_path / 'log' / 'workerlog.1').read_text()
+    assert 'Traceback' not in log1 and 'error:' not in log1, log1[-3000:]
 
 
 def rank_pid(launcher, rank, timeout=60):

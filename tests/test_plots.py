@@ -157,3 +157,27 @@ def test_plots_does_not_import_paddle():
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize('series, logy', [
+    ((np.arange(1, 101), 0.8 * np.exp(-np.arange(100) / 50) + 0.1), True),  # housing's gd: minor tick labels
+    ((np.arange(1, 101), np.linspace(0.05, 0.02, 100)), True),  # less than a decade on a log axis
+    ((np.arange(400), np.linspace(600000, 1000, 400)), False),  # six-digit losses
+    ((np.arange(400), np.linspace(0.000132, 0.00001, 400)), False),  # tiny ones
+], ids=['housing-gd', 'narrow-log', 'six-digits', 'tiny'])
+def test_fixed_margins_hold_every_label(tmp_path, monkeypatch, series, logy):
+    """plot_lines and confusion_figure draw with fixed margins (no second draw to measure the text):
+    every tick label, axis label and title lies inside the picture."""
+    inside = []
+    real = plots.save_figure
+
+    def measured(fig, path):
+        renderer = fig.canvas.get_renderer()
+        inside.extend(fig.bbox.contains(x, y) for ax in fig.axes
+                      for x, y in ax.get_tightbbox(renderer).corners())
+        return real(fig, path)
+    monkeypatch.setattr(plots, 'save_figure', measured)
+    plots.plot_lines(str(tmp_path / 'loss.png'), {'train loss (per batch)': series}, 'housing: loss', 'epoch', 'loss',
+                     logy=logy)
+    plots.confusion_figure(str(tmp_path / 'confusion.png'), np.full((10, 10), 123456))
+    assert inside and all(inside)
