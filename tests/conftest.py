@@ -46,7 +46,10 @@ def script_env(home):
 # imported it already (tests/forkserver.py), a real process all the same, about 3 CPU-seconds
 # cheaper. test_forkserver.py proves a forked run equals a fresh interpreter's, bit for bit, and
 # that each of these scripts, started fresh, imports paddle only through startup.import_paddle.
+# Linux only: Windows has no fork, and on macOS a process forked after its libraries started
+# threads is not safe; there every run starts fresh.
 FORKED = {'mnist_cnn.py', 'mnist_linear.py', 'mnist_mlp.py', 'resume.py', 'tutorial_resume.py'}
+FORKING = sys.platform.startswith('linux')
 _servers = []  # this pytest process's fork server, started at the first forked run
 
 
@@ -161,7 +164,7 @@ def python_start(argv, cwd, env):
     """`python ARGV` in cwd with env, started: forked as in python_run (a Started), else
     subprocess.Popen; either way read stdout while it runs, signal it, then communicate()."""
     script = os.path.basename(str(argv[0]))
-    if script in FORKED and not any(k in env for k in THREAD_SETTINGS):
+    if FORKING and script in FORKED and not any(k in env for k in THREAD_SETTINGS):
         if not _servers:
             _servers.append(ForkServer())
         if _servers[0].serves(env):
@@ -178,7 +181,7 @@ def python_run(argv, cwd, env, timeout=600, code=None, fresh=False):
     seed (one per server: forked runs compared with each other share it; test_forkserver compares
     with a fresh run) and the modules the server imported (startup, paddle, matplotlib)."""
     script = os.path.basename(str(argv[0]))
-    if not (fresh or script not in FORKED or any(k in env for k in THREAD_SETTINGS)):
+    if FORKING and not (fresh or script not in FORKED or any(k in env for k in THREAD_SETTINGS)):
         if not _servers:
             _servers.append(ForkServer())
         if _servers[0].serves(env):
