@@ -185,12 +185,15 @@ def stopped(prefix):  # after Ctrl-C: how to continue, in one line
     raise SystemExit(130)
 
 
-def finish(model, result, cfg, record, device, title, extra=None):
-    """After training: the eval split's result, the final model (<out>/model.pdparams) and
-    metrics.json (every option, every batch loss, each epoch, the eval result)."""
+def print_eval(result):  # 八: the eval split's figures, printed before their pictures are drawn
     if result['acc'] is not None:
         mae = f', mean absolute error {result["mae"]:.4f}' if 'mae' in result else ''
         print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f}{mae}')
+
+
+def finish(model, result, cfg, record, device, extra=None):
+    """After training: the final model (<out>/model.pdparams) and metrics.json (every option,
+    every batch loss, each epoch, the eval result)."""
     checkpoints.save(os.path.join(cfg['out'], 'model'), model, None,
                      {'script': cfg['script'], 'config': cfg})
     record = dict(record)

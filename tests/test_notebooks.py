@@ -233,6 +233,9 @@ def test_stage_notebook_runs_cell_by_cell_like_its_script(job, executed, data65,
     if job == 'mnist_cnn':  # the pictures arrive under their steps: samples, curves, mistakes, confusion
         assert len(pngs(cell(nb, 'step-2'))) == 1 and len(pngs(cell(nb, 'step-5'))) == 2
         assert len(pngs(cell(nb, 'step-6'))) == 2
+        kinds = [('eval' if 'eval: loss' in o.get('text', '') else 'png' if o in pngs(cell(nb, 'step-6')) else '')
+                 for o in cell(nb, 'step-6').outputs]
+        assert kinds.index('eval') < kinds.index('png'), kinds  # the accuracy, then its pictures
         assert 'fc: paddle.Size(' in text(cell(nb, 'step-3'))  # 八: the layer shapes
         assert 'note: in a notebook outputs go under work/' in text(cell(nb, 'step-1'))
         assert (folder / 'work' / 'checkpoint' / 'mnist_epoch1.json').is_file()
