@@ -54,7 +54,7 @@ def build_parser():
                         help='compare every batch loss with this uninterrupted run\'s '
                              'metrics.json; exit 1 on any difference')
     common.add_run_args(parser, out='runs/resume', ckpt_dir=None, new_run=False)
-    parser.set_defaults(device=None)  # default: the device setting the run was started with
+    parser.set_defaults(device=None, log_every=None)  # default: the run's own settings
     return parser
 
 
@@ -70,7 +70,8 @@ def main(argv=None):
                     f'pass a checkpoint/mnist_epoch{{N}} (or its folder) to resume')
     cfg = dict(meta['config'], out=args.out,
                ckpt_dir=args.ckpt_dir or os.path.dirname(prefix) or '.',
-               log_every=args.log_every, visualdl=args.visualdl or meta['config'].get('visualdl'))
+               log_every=args.log_every or meta['config']['log_every'],
+               visualdl=args.visualdl or meta['config'].get('visualdl'))
     cfg['epochs'] = args.epochs or cfg['epochs']  # schedule_steps stays: the run's own LR schedule
     if meta['next_epoch'] >= cfg['epochs']:
         common.fail(f'{prefix} is already at the end of the run ({cfg["epochs"]} epochs); '

@@ -41,15 +41,17 @@ def test_tiny_run_writes_metrics_plots_and_checkpoints(run_script, idx_dir, tmp_
 
 
 def test_mse_variant_trains_and_resumes(run_script, idx_dir, tmp_path):
-    """Stage 四's regression head (fc 980->1) goes through the same loop, checkpoint and resume."""
+    """Stage 四's regression head (fc 980->1) goes through the same loop, checkpoint and resume; the
+    resume keeps the run's own settings, --log-every too."""
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, '--epochs', '2', '--train-limit', '200',
-                      '--loss', 'mse', cwd=tmp_path)
+                      '--loss', 'mse', '--log-every', '1', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     full = read_metrics(tmp_path / 'runs' / 'cnn')
     proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch0', '--compare',
                       'runs/cnn/metrics.json', cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert read_metrics(tmp_path / 'runs' / 'resume')['batch_losses'] == full['batch_losses'][2:]
+    assert 'epoch: 1, batch: 1,' in proc.stdout  # every batch, as the run printed (not every 100th)
 
 
 def digit_png(path, label, size=56, dark_on_light=True):
