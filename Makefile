@@ -3,7 +3,7 @@
 # Python 3.9 to 3.13: `make install PYTHON=python3.10` picks the Python that makes .venv.
 # No make (Windows)? README.md, "Windows (no make)", has the plain python command of each target.
 #
-# Options pass through as variables:  make cnn DATA_DIR=../shared/data/mnist-mini EPOCHS=2
+# Options pass through as variables:  make cnn DATA_DIR=path/to/mnist EPOCHS=2
 #   DATA_DIR  folder with MNIST idx files / mnist.json.gz (default: ./work, then PaddlePaddle's cache)
 #   EPOCHS, SEED, DEVICE (auto|cpu|gpu), ARGS (any other flags, e.g. ARGS="--opt sgd --lr 0.01")
 #   CKPT      checkpoint for `make resume` (default checkpoint/mnist_epoch0)
@@ -37,7 +37,7 @@ LAUNCH = $(PY) $(if $(NPROC),-m paddle.distributed.launch --nproc_per_node $(NPR
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
-	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT NPROC (e.g. make cnn DATA_DIR=../shared/data/mnist-mini NPROC=2)"
+	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT NPROC (e.g. make cnn DATA_DIR=path/to/mnist NPROC=2)"
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 13) else \

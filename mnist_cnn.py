@@ -10,7 +10,7 @@
     main runs these in order, one numbered step each (in the notebook: one cell each).
 
     # 5 epochs of the tutorial's final setup
-    python mnist_cnn.py --data-dir ../shared/data/mnist
+    python mnist_cnn.py --data-dir path/to/mnist
     # continue from the end of epoch 0
     python resume.py --ckpt checkpoint/mnist_epoch0
     # 七: two data-parallel workers

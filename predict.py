@@ -22,7 +22,9 @@ def load_digit_image(path):
         fail(f'--predict {path}: no such file')
     try:
         with Image.open(path) as im:
-            gray = np.asarray(im.convert('L').resize((28, 28), Image.LANCZOS), dtype=np.float32)
+            im = im.convert('RGBA')  # a transparent background (drawing apps) becomes paper-white
+            paper = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im)
+            gray = np.asarray(paper.convert('L').resize((28, 28), Image.LANCZOS), dtype=np.float32)
     except (UnidentifiedImageError, OSError) as e:
         fail(f'--predict {path} is not an image PIL can read ({e}); give a PNG or JPG of one digit')
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
@@ -84,5 +86,6 @@ def run(args, script, build_model):
                                 digit)
     how = ('regression output, rounded' if probabilities is None
            else f'probability {probabilities.max():.4f}')
-    print(f'predicted digit: {digit} ({how}); the image as the model sees it: {picture}')
+    print(f'predicted digit: {digit} ({how}) by {prefix}.pdparams (run '
+          f'{meta["config"].get("run_id")}); the image as the model sees it: {picture}')
     return digit, probabilities

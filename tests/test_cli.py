@@ -69,6 +69,7 @@ def test_predict_on_a_png(cnn_run, run_script, tmp_path):
     proc = run_script('mnist_cnn.py', '--predict', image, '--out', cnn_run['out'], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert 'predicted digit: 3 (probability' in proc.stdout
+    assert f"by {cnn_run['out'] / 'model'}.pdparams (run {cnn_run['metrics']['run_id']})" in proc.stdout  # which model
     # --model: a model file or, as here, a checkpoint; predict.png goes to --out
     proc = run_script('mnist_cnn.py', '--predict', image, '--model', cnn_run['ckpt'] / 'mnist_epoch2',
                       '--out', tmp_path / 'p', cwd=tmp_path)
@@ -77,11 +78,17 @@ def test_predict_on_a_png(cnn_run, run_script, tmp_path):
 
 
 def test_image_normalisation_matches_the_data(tmp_path):
-    """A dark-on-light scan and a light-on-dark one give the same input, like the training data."""
+    """A dark-on-light scan, a light-on-dark one and black ink on a transparent background (as
+    drawing apps save it; it was read as an empty black image) give the same input, like the data."""
+    from PIL import Image
     a = predict.load_digit_image(str(digit_png(tmp_path / 'a.png', 5, size=28, dark_on_light=True)))
     b = predict.load_digit_image(str(digit_png(tmp_path / 'b.png', 5, size=28, dark_on_light=False)))
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert a.shape == (1, 1, 28, 28) and a.min() == -1.0
+    ink = 255 - np.asarray(Image.open(tmp_path / 'a.png').convert('L'))
+    Image.fromarray(np.dstack([np.zeros((28, 28, 3), np.uint8), ink])).save(tmp_path / 'c.png')  # RGBA
+    c = predict.load_digit_image(str(tmp_path / 'c.png'))
+    np.testing.assert_allclose(c, a, atol=1 / 127.5)
 
 
 @pytest.mark.parametrize('args, message', [

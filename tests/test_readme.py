@@ -45,7 +45,7 @@ SKIPPED = {
         'needs two machines',
 }
 FIXTURE_DATA = '@FIXTURE@'  # replaced by the fixture's MNIST folder
-DATA_FOLDERS = ('../shared/data/mnist-mini', '../shared/data/mnist', '<完整 MNIST 目录>', 'DIR')
+DATA_FOLDERS = ('path/to/mnist', '../shared/data/mnist-mini', '../shared/data/mnist', '<完整 MNIST 目录>', 'DIR')
 
 
 def readme_commands():
