@@ -9,15 +9,16 @@ from conftest import ROOT
 
 
 def kernel_like(tmp_path, code, fake_paddle=None, block=()):
-    """Run code in a Python where ipykernel is imported (as in a notebook's kernel), optionally with an
-    old `paddle` package first on the path, or packages made unimportable."""
+    """Run code in a Python that is a kernel as far as the scripts can tell (an IPKernelApp exists, as
+    in a notebook's kernel; its sockets are not started), optionally with an old `paddle` package
+    first on the path, or packages made unimportable."""
     path = [str(ROOT)]
     if fake_paddle:
         pkg = tmp_path / 'old' / 'paddle'
         pkg.mkdir(parents=True)
         (pkg / '__init__.py').write_text(f'__version__ = {fake_paddle!r}\n')
         path.insert(0, str(tmp_path / 'old'))
-    prelude = ('import sys, ipykernel\n' + ''.join(f'sys.modules[{m!r}] = None\n' for m in block)
+    prelude = ('import sys\nfrom ipykernel.kernelapp import IPKernelApp\nIPKernelApp.instance()\n' + ''.join(f'sys.modules[{m!r}] = None\n' for m in block)
                + f'sys.path[:0] = {path!r}\nimport startup\n'
                'try:\n    startup.import_paddle()\nexcept startup.Stop as e:\n    print("STOP", e)\n')
     proc = subprocess.run([sys.executable, '-c', prelude + code], capture_output=True, text=True, cwd=tmp_path)
