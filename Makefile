@@ -105,7 +105,7 @@ TESTS_FIRST_HALF = tests/test_readme.py tests/test_results.py tests/test_noteboo
 	tests/test_reliability.py tests/test_resume_golden.py tests/test_data.py tests/test_python_versions.py
 PYTEST = $(PY) -m pytest -q -rs -m "not install" $(PYTEST_ARGS)  # e.g. make test PYTEST_ARGS=--durations=30
 
-test: lint  ## lint, then the tests (offline, synthetic data, ~7 min on 2 cores; installs requirements-test.txt)
+test: lint  ## lint, then the tests (offline, synthetic data, ~6.5 min on 2 cores; installs requirements-test.txt)
 	@log=$$(mktemp); ($(PYTEST) $(TESTS_FIRST_HALF) > $$log 2>&1; echo $$? >> $$log.rc) & \
 	$(PYTEST) tests --ignore=tests/test_bench.py $(addprefix --ignore=,$(TESTS_FIRST_HALF)); second=$$?; \
 	wait; echo "---- $(TESTS_FIRST_HALF)"; cat $$log; first=$$(cat $$log.rc); rm -f $$log $$log.rc; \
