@@ -59,6 +59,7 @@ class ForkServer:
         self.env = script_env(self.home)
         self.server = subprocess.Popen([sys.executable, str(ROOT / 'tests' / 'forkserver.py')],
                                        env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.started = None  # the Started run of start(), until it has been waited for
 
     def serves(self, env):  # what Python reads at its start (PYTHONPATH, PYTHONIOENCODING...) fits
         return all(env.get(k) == self.env.get(k) for k in {*env, *self.env} if k.startswith('PYTHON'))
@@ -74,22 +75,26 @@ class ForkServer:
             line += byte
         return int(line)
 
-    def run(self, argv, cwd, env, timeout, code):
+    def send(self, argv, cwd, env, code, folder):  # one request; the child's output in folder
         self.end_started()
-        folder = Path(tempfile.mkdtemp())
-        request = {'argv': argv, 'cwd': str(cwd), 'env': env, 'code': code,
+        request = {'argv': [str(a) for a in argv], 'cwd': str(cwd), 'env': env, 'code': code,
                    'stdout': str(folder / 'stdout'), 'stderr': str(folder / 'stderr')}
         self.server.stdin.write(json.dumps(request).encode() + b'\n')
         self.server.stdin.flush()
+        return request
+
+    def run(self, argv, cwd, env, timeout, code):
+        folder = Path(tempfile.mkdtemp())
+        request = self.send(argv, cwd, env, code, folder)
         try:
             pid = self.answer()
             status = self.answer(timeout)
             if status is None:  # as subprocess.run: kill it, then say so
                 os.kill(pid, signal.SIGKILL)
                 self.answer()
-                raise subprocess.TimeoutExpired(argv, timeout)
+                raise subprocess.TimeoutExpired(request['argv'], timeout)
             return subprocess.CompletedProcess(
-                [sys.executable, *argv], status,
+                [sys.executable, *request['argv']], status,
                 *(Path(request[f]).read_text() for f in ('stdout', 'stderr')))
         finally:
             shutil.rmtree(folder)
@@ -98,19 +103,15 @@ class ForkServer:
         """A forked run the test talks to while it runs (its output read line by line, signals sent
         to it): a Started, used as subprocess.Popen(text=True). The server serves no other run until
         it has ended: a run started and not waited for is killed before the next one."""
-        self.end_started()
         folder = Path(tempfile.mkdtemp())
         os.mkfifo(folder / 'stdout')  # read while the child writes
         (folder / 'stderr').touch()
-        request = {'argv': [str(a) for a in argv], 'cwd': str(cwd), 'env': env, 'code': None,
-                   'stdout': str(folder / 'stdout'), 'stderr': str(folder / 'stderr')}
-        self.server.stdin.write(json.dumps(request).encode() + b'\n')
-        self.server.stdin.flush()
+        self.send(argv, cwd, env, None, folder)
         self.started = Started(self, self.answer(), folder, argv)
         return self.started
 
     def end_started(self):
-        started, self.started = getattr(self, 'started', None), None
+        started, self.started = self.started, None
         if started is not None and started.returncode is None:
             started.kill()
             started.wait()
@@ -160,15 +161,23 @@ class Started:
         return out, err
 
 
+def fork_server(argv, env):
+    """This pytest process's ForkServer (started at the first call) when it may run `python ARGV`
+    with env: a script in FORKED, on Linux, with no thread settings and the server's PYTHON*
+    variables; else None (a new interpreter)."""
+    if not FORKING or os.path.basename(str(argv[0])) not in FORKED or any(k in env for k in THREAD_SETTINGS):
+        return None
+    if not _servers:
+        _servers.append(ForkServer())
+    return _servers[0] if _servers[0].serves(env) else None
+
+
 def python_start(argv, cwd, env):
     """`python ARGV` in cwd with env, started: forked as in python_run (a Started), else
     subprocess.Popen; either way read stdout while it runs, signal it, then communicate()."""
-    script = os.path.basename(str(argv[0]))
-    if FORKING and script in FORKED and not any(k in env for k in THREAD_SETTINGS):
-        if not _servers:
-            _servers.append(ForkServer())
-        if _servers[0].serves(env):
-            return _servers[0].start(argv, cwd, env)
+    server = fork_server(argv, env)
+    if server:
+        return server.start(argv, cwd, env)
     return subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -180,12 +189,9 @@ def python_run(argv, cwd, env, timeout=600, code=None, fresh=False):
     whose differ from the server's starts fresh), the thread settings (likewise), the string-hash
     seed (one per server: forked runs compared with each other share it; test_forkserver compares
     with a fresh run) and the modules the server imported (startup, paddle, matplotlib)."""
-    script = os.path.basename(str(argv[0]))
-    if FORKING and not (fresh or script not in FORKED or any(k in env for k in THREAD_SETTINGS)):
-        if not _servers:
-            _servers.append(ForkServer())
-        if _servers[0].serves(env):
-            return _servers[0].run([str(a) for a in argv], cwd, env, timeout, code)
+    server = None if fresh else fork_server(argv, env)
+    if server:
+        return server.run(argv, cwd, env, timeout, code)
     return subprocess.run([sys.executable, *(['-c', code] if code else []), *map(str, argv)],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
