@@ -179,7 +179,7 @@ def check_layers(model, images, seed, out, content=False):
         print(f'{name}: {x.shape}')
         outputs[name] = x
     if content:
-        layer_plots = common.optional('layer_plots', '--check-content')
+        layer_plots = common.optional('layer_plots', '--check-content')  # a notebook lacks it
         layer_plots.check_content(model, images, outputs, seed, out)
 
 
