@@ -239,33 +239,30 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def batch_sampler(n, batch_size, seed):  # 七: under the launcher, this worker's part of each batch
+    if rank_and_world()[1] > 1:
+        import parallel
+        return parallel.WorkerBatchSampler(n, batch_size, seed, *rank_and_world())
+    return EpochBatchSampler(n, batch_size, seed)
+
+
 class EpochBatchSampler:
     """A DataLoader's batch_sampler: batches of indices in epoch_order(seed, epoch), from the batch
-    set_epoch names (a resumed run starts mid-epoch). With data-parallel workers (七) worker `rank`
-    takes its near-equal part of every global batch."""
-    def __init__(self, n, batch_size, seed, rank=0, world_size=1):
+    set_epoch names (a resumed run starts mid-epoch)."""
+    def __init__(self, n, batch_size, seed):
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world_size = rank, world_size
         self.batches, self.epoch, self.start = math.ceil(n / batch_size), 0, 0
-        smallest = min(batch_size, n - (self.batches - 1) * batch_size)
-        if smallest < world_size:
-            fail(f'a batch of {smallest} image(s) cannot be shared by {world_size} workers; '
-                 f'choose a --batch-size (or --train-limit) whose every batch has at least '
-                 f'{world_size} images')
 
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
-    def share_weight(self, b):  # this worker's share of global batch b over an equal one
-        size = len(range(self.n)[b * self.batch_size:(b + 1) * self.batch_size])
-        mine = len(np.array_split(np.arange(size), self.world_size)[self.rank])
-        return mine * self.world_size / size
+    def share_weight(self, b):  # 1: one process trains on all of batch b (七: parallel.py)
+        return 1.0
 
     def __iter__(self):
         order = epoch_order(self.n, self.seed, self.epoch)
         for b in range(self.start, self.batches):
-            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield np.array_split(batch, self.world_size)[self.rank].tolist()
+            yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
 
     def __len__(self):
         return self.batches - self.start

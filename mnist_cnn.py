@@ -106,10 +106,8 @@ def make_loaders(splits, cfg):
     """Training batches in an order that depends on (seed, epoch) alone, so a resumed run sees
     the batches the interrupted one would have; validation and evaluation in file order,
     500 at a time."""
-    rank, world_size = common.rank_and_world()
     train_set = TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
-    sampler = common.EpochBatchSampler(len(train_set), cfg['batch_size'], cfg['seed'],
-                                       rank, world_size)
+    sampler = common.batch_sampler(len(train_set), cfg['batch_size'], cfg['seed'])
     # DataLoader workers (--num-workers) send batches by pipe, not through /dev/shm
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler,
                                         num_workers=cfg['num_workers'], use_shared_memory=False)
@@ -222,11 +220,11 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     train_loader, valid_loader, _ = loaders
     sampler = train_loader.batch_sampler
     # 七: with data-parallel workers, DataParallel averages their gradients (share_weight below
-    # keeps that average the global batch's mean)
+    # keeps that average the global batch's mean) and the tracker sums their figures
     net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model
     # the tracker holds the checkpoint folder, keeps the figures (metrics.json, the curves,
     # VisualDL) and makes Ctrl-C a safe stop
-    with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
+    with progress.tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
             sampler.set_epoch(epoch, first)  # this epoch's order, from (seed, epoch)

@@ -123,7 +123,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     train_loader, valid_loader, _ = loaders
     # the tracker holds the checkpoint folder, keeps the figures (metrics.json, the curves,
     # VisualDL) and makes Ctrl-C a safe stop
-    with progress.Tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
+    with progress.tracker(cfg, model, optimizer, start, train_loader.dataset) as tracker:
         for epoch in range(tracker.start_epoch, cfg['epochs']):
             first = tracker.begin_epoch(epoch)  # 0, or the batch where a resumed run stopped
             # this epoch's order, from (seed, epoch)

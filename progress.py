@@ -2,8 +2,7 @@
 (mnist_cnn.py's train() makes the Tracker's calls in order). A Tracker holds the checkpoint folder,
 keeps every batch's loss and each epoch's row (metrics.json, the curves), prints the progress and
 stops safely: a NaN or infinite loss with one sentence; Ctrl-C (or the launcher's SIGTERM) after
-the current step, saving NAME_interrupted. Data-parallel (七): the figures are summed over the
-workers only on the batches that print and at each epoch's end; all workers stop at the same step.
+the current step, saving NAME_interrupted. With data-parallel workers (七), parallel.Tracker.
 """
 import contextlib
 import math
@@ -25,15 +24,16 @@ class Interrupted(Exception):
     """Ctrl-C was honoured: a checkpoint to resume from was saved (its prefix is the message)."""
 
 
-def all_reduce_sum(values):  # a few numbers summed over the data-parallel workers
-    if common.rank_and_world()[1] == 1:
-        return list(values)
-    total = paddle.to_tensor(np.asarray(values, dtype=np.float64))
-    paddle.distributed.all_reduce(total)
-    return total.numpy().tolist()
+def tracker(cfg, model, optimizer, start=None, train_set=None):  # the run's Tracker
+    if common.rank_and_world()[1] > 1:  # 七: one that sums the workers' figures
+        import parallel
+        return parallel.Tracker(cfg, model, optimizer, start, train_set)
+    return Tracker(cfg, model, optimizer, start, train_set)
 
 
 class Tracker:
+    stops_after = 'this step'  # after Ctrl-C (parallel.Tracker: where the workers next agree)
+
     def __init__(self, cfg, model, optimizer, start=None, train_set=None):
         start = start or {}  # a checkpoint's json: where a resumed run continues
         self.cfg, self.model, self.optimizer, self.train_set = cfg, model, optimizer, train_set
@@ -69,16 +69,12 @@ class Tracker:
             plots.training_plots(self.record, self.cfg['out'], self.cfg['script'])
         if kind is Interrupted:
             stopped(error)
-        if self.world_size > 1 and kind is not None and not issubclass(kind, common.UserError):
-            print('note: with data-parallel workers, see each worker\'s own error in the '
-                  'launcher\'s log folder (log/workerlog.N); checkpoints saved before are intact',
-                  file=sys.stderr, flush=True)
         return False
 
     # ---- the loop's calls, in the order the loop makes them ----------------------------------
     def begin_epoch(self, epoch):  # the first batch: 0, or where a resumed run stopped
         resumed = epoch == self.start_epoch and self.partial
-        self.epoch, self.pending, self.gathered = epoch, [], []
+        self.epoch, self.gathered = epoch, []
         self.sums = (dict(self.partial) if resumed
                      else {'loss': 0.0, 'correct': 0, 'seen': 0, 'seconds': 0.0})
         self.first = self.start_batch if epoch == self.start_epoch else 0
@@ -88,21 +84,11 @@ class Tracker:
     def prints(self, batch_id):  # the tutorial's `if batch_id % 100 == 0: print(...)`
         return batch_id % self.cfg['log_every'] == 0
 
-    def record_batch(self, batch_id, loss, correct, count):
-        """Keep the batch's loss and accuracy. Workers (七): summed over all of them, with the
-        Ctrl-C flag, on the batches that print and the last, one all_reduce for those since."""
+    def record_batch(self, batch_id, loss, correct, count):  # keep the loss and the accuracy
         self.batch_id = batch_id
-        self.pending.append((float(loss), correct, count))
-        self.gathered = []
-        due = self.prints(batch_id) or batch_id + 1 == self.per_epoch
-        if self.world_size > 1 and not due:
-            return
-        summed = all_reduce_sum([x for row in self.pending for x in row] + [self.stop_requested])
-        self.stop_agreed = summed.pop() > 0  # a Ctrl-C that came during the sum counts next time
-        self.gathered = [summed[i:i + 3] for i in range(0, len(summed), 3)]
-        self.first_gathered, self.pending = batch_id + 1 - len(self.pending), []
-        for i, (loss_sum, right, seen) in enumerate(self.gathered):
-            value = loss_sum / self.world_size  # each worker's loss is weighted by its share
+        self.gathered = self.gather(batch_id, [float(loss), correct, count])
+        self.first_gathered = batch_id + 1 - len(self.gathered)  # the batch of gathered[0]
+        for i, (value, right, seen) in enumerate(self.gathered):
             self.record['batch_losses'].append(value)
             self.sums['loss'] += value * seen
             self.sums['correct'] += int(right)
@@ -111,10 +97,14 @@ class Tracker:
                 step = self.epoch * self.per_epoch + self.first_gathered + i
                 self.visualdl.batch(step, value, right / seen)
 
+    def gather(self, batch_id, figures):  # [(loss, correct, count)] of the batches to record
+        self.stop_agreed = self.stop_requested  # parallel.Tracker: the workers' sums, and agreement
+        return [figures]
+
     def stop_if_diverged(self):  # every worker sees the same sums, so all of them stop here
-        for i, (loss_sum, _, _) in enumerate(self.gathered):
-            if not math.isfinite(loss_sum):
-                common.fail(f'the loss became {loss_sum / self.world_size} at epoch {self.epoch}, '
+        for i, (loss, _, _) in enumerate(self.gathered):
+            if not math.isfinite(loss):
+                common.fail(f'the loss became {loss} at epoch {self.epoch}, '
                             f'batch {self.first_gathered + i}: training diverged. Use a smaller '
                             f'learning rate (now --lr {self.cfg["lr"]}); the checkpoints saved '
                             f'before this batch in {self.cfg["ckpt_dir"]} are intact')
@@ -132,11 +122,11 @@ class Tracker:
     def print_progress(self):  # all workers' figures, the time so far and what remains
         if self.rank != 0 or not self.prints(self.batch_id):
             return
-        loss_sum, right, seen = self.gathered[-1]
+        loss, right, seen = self.gathered[-1]
         elapsed = time.perf_counter() - self.epoch_start
         eta = elapsed / (self.batch_id + 1 - self.first) * (self.per_epoch - self.batch_id - 1)
         print(f'epoch: {self.epoch}, batch: {self.batch_id}, '
-              f'loss is: {loss_sum / self.world_size:.8f}, '
+              f'loss is: {loss:.8f}, '
               f'acc is {right / seen:.2f} ({elapsed:.0f}s, epoch ETA {eta:.0f}s)', flush=True)
 
     def end_epoch(self, valid):  # the epoch's line and row; returns its checkpoint's position
@@ -157,7 +147,7 @@ class Tracker:
         return self.position(self.epoch + 1, 0, None)
 
     def stop_if_interrupted(self):  # Ctrl-C in the last batch or validation; not after the last
-        if self.epoch + 1 < self.cfg['epochs'] and all_reduce_sum([self.stop_requested])[0]:
+        if self.epoch + 1 < self.cfg['epochs'] and self.stop_requested:
             raise Interrupted(os.path.join(self.cfg['ckpt_dir'],
                                            f'{self.cfg["name"]}_epoch{self.epoch}'))
 
@@ -171,9 +161,8 @@ class Tracker:
         if self.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C aborts at once (the launcher's SIGTERMs not)
         if not self.stop_requested:
-            when = 'this step' if self.world_size == 1 else 'the steps until the workers next agree'
-            print(f'\ninterrupt: finishing {when}, then saving a checkpoint (Ctrl-C again to '
-                  f'abort)', flush=True)
+            print(f'\ninterrupt: finishing {self.stops_after}, then saving a checkpoint '
+                  f'(Ctrl-C again to abort)', flush=True)
         self.stop_requested = True
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import common
 import fixtures
+import parallel
 
 
 def test_idx_folder_splits_shapes_and_values(idx_dir):
@@ -94,7 +95,7 @@ def test_data_parallel_shares_make_up_each_global_batch(n, batch, world):
     of the whole global batch (what one process computes)."""
     per_image_loss = np.random.default_rng(0).uniform(0, 3, n)
     whole = common.EpochBatchSampler(n, batch, seed=1)
-    parts = [common.EpochBatchSampler(n, batch, seed=1, rank=r, world_size=world) for r in range(world)]
+    parts = [parallel.WorkerBatchSampler(n, batch, 1, r, world) for r in range(world)]
     for s in [whole, *parts]:
         s.set_epoch(4)
     for b, (global_batch, *shares) in enumerate(zip(whole, *parts)):
@@ -107,7 +108,7 @@ def test_data_parallel_shares_make_up_each_global_batch(n, batch, world):
 
 def test_a_batch_smaller_than_the_workers_is_refused():
     with pytest.raises(common.UserError, match='a batch of 1 image.s. cannot be shared by 2 workers'):
-        common.EpochBatchSampler(201, 100, seed=0, rank=0, world_size=2)
+        parallel.WorkerBatchSampler(201, 100, 0, 0, 2)
 
 
 def test_train_limit_clamps_with_a_notice(idx_dir, capsys):

@@ -51,7 +51,8 @@ def test_progress_lines_and_the_workers_sum_share_one_condition():
     tracker.cfg, tracker.per_epoch = {'log_every': 3}, 10
     assert [b for b in range(10) if tracker.prints(b)] == [0, 3, 6, 9]
     import inspect  # the workers sum on the batches that print (and the epoch's last): the same call
-    assert 'self.prints(batch_id)' in inspect.getsource(progress.Tracker.record_batch)
+    import parallel
+    assert 'self.prints(batch_id)' in inspect.getsource(parallel.Tracker.gather)
     assert 'self.prints(self.batch_id)' in inspect.getsource(progress.Tracker.print_progress)
 
 
