@@ -26,11 +26,16 @@ CKPT     ?= checkpoint/mnist_epoch0
 NPROC    ?=
 HOUSING_DATA ?=
 
-RUN_FLAGS = $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DEVICE),--device $(DEVICE)) $(ARGS)
-HOUSING_FLAGS = $(if $(HOUSING_DATA),--data-dir $(HOUSING_DATA)) $(if $(EPOCHS),--epochs $(EPOCHS))
-TRAIN_FLAGS = $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
+# (strip: the commands make prints have single spaces where a variable is empty)
+RUN_FLAGS = $(strip $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DEVICE),--device $(DEVICE)) $(ARGS))
+HOUSING_FLAGS = $(strip $(if $(HOUSING_DATA),--data-dir $(HOUSING_DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)))
+TRAIN_FLAGS = $(strip $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)))
+RESUME_FLAGS = $(strip --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	$(if $(wildcard runs/cnn/metrics.json),--compare runs/cnn/metrics.json))
+RESULTS_FLAGS = $(strip $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(HOUSING_DATA),--housing-data $(HOUSING_DATA)) \
+	$(if $(DEVICE),--device $(DEVICE)) $(if $(FAST),--fast))
 # with NPROC: PaddlePaddle's own launcher starts NPROC workers; their logs go to log/workerlog.N
-LAUNCH = $(PY) $(if $(NPROC),-m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
+LAUNCH = $(PY)$(if $(NPROC), -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
 
 .DEFAULT_GOAL := help
 .PHONY: help install all cnn resume tutorial-resume data-json housing linear mlp notebooks bench bench-env lint test golden compat clean
@@ -53,15 +58,13 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 install: $(STAMP)  ## create or update .venv from requirements.txt
 
 all: $(STAMP)  ## every stage with the tutorial's settings -> results/RESULTS.md + figures (FAST=1: minutes)
-	$(PY) tools/results.py $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(HOUSING_DATA),--housing-data $(HOUSING_DATA)) \
-		$(if $(DEVICE),--device $(DEVICE)) $(if $(FAST),--fast)
+	$(PY) tools/results.py $(RESULTS_FLAGS)
 
 cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, metrics and plots in runs/cnn
 	$(LAUNCH) mnist_cnn.py $(TRAIN_FLAGS)
 
 resume: $(STAMP)  ## continue from CKPT and compare with runs/cnn/metrics.json when it exists
-	$(LAUNCH) resume.py --ckpt $(CKPT) $(RUN_FLAGS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
-		$(if $(wildcard runs/cnn/metrics.json),--compare runs/cnn/metrics.json)
+	$(LAUNCH) resume.py $(RESUME_FLAGS)
 
 tutorial-resume: $(STAMP)  ## stage 九 the tutorial's way (rate restarted, reshuffled): its losses drift from runs/cnn
 	$(PY) tutorial_resume.py --ckpt $(CKPT) --compare runs/cnn/metrics.json
@@ -76,7 +79,7 @@ linear: $(STAMP)  ## stage 二: Linear(784->1) with MSE, then as a softmax class
 mlp: $(STAMP)  ## stage 四: MLP 784-10-10-1 (MSE), with cross-entropy, and in numpy (runs/mlp*, runs/numpy)
 	$(PY) mnist_mlp.py --out runs/mlp --ckpt-dir checkpoint/mlp $(TRAIN_FLAGS)
 	$(PY) mnist_mlp.py --loss ce --out runs/mlp-ce --ckpt-dir checkpoint/mlp-ce $(TRAIN_FLAGS)
-	$(PY) mnist_numpy.py --out runs/numpy $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED))
+	$(PY) mnist_numpy.py --out runs/numpy $(strip $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SEED),--seed $(SEED)))
 
 housing: $(STAMP)  ## Boston housing, numpy by hand then PaddlePaddle (runs/housing*)
 	$(PY) housing.py --impl numpy --method gd --out runs/housing-numpy-gd $(HOUSING_FLAGS)

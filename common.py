@@ -37,6 +37,11 @@ positive_int, non_negative_int = number(int, 0, True), number(int, 0, False)
 positive_float, non_negative_float = number(float, 0, True), number(float, 0, False)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):  # --help: no "(default: None)"
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
     add = parser.add_argument
     add('--data-dir', help='folder with the four MNIST idx files or mnist.json.gz, or that file '

@@ -42,7 +42,7 @@ DEFAULTS = {('numpy', 'gd'): (1000, None, 0.01), ('numpy', 'sgd'): (50, 100, 0.1
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument('--impl', default='paddle', choices=['paddle', 'numpy'])
     parser.add_argument('--method', default='sgd', choices=['gd', 'sgd'],
                         help='gd: full batch, one step per epoch; sgd: shuffled mini-batches')

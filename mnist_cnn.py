@@ -38,7 +38,7 @@ NAME, SCRIPT = 'mnist', 'mnist_cnn'  # checkpoints: checkpoint/mnist_epoch{N}, a
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     add = parser.add_argument
     add('--epochs', type=common.positive_int, default=5, help='passes over the training split')
     add('--batch-size', type=common.positive_int, default=100, help='images per step (all workers)')

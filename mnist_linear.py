@@ -32,7 +32,7 @@ NAME, SCRIPT = 'linear', 'mnist_linear'  # checkpoints: checkpoint/linear_epoch{
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument('--epochs', type=common.positive_int, default=10,
                         help='passes over the training split')
     parser.add_argument('--batch-size', type=common.positive_int, default=100,

@@ -43,7 +43,7 @@ SCRIPT_INTERFACE = {'make_loaders': ('splits', 'cfg'), 'build_model': ('cfg',),
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument('--ckpt', required=True,
                         help='checkpoint prefix (checkpoint/mnist_epoch0), one of its files, '
                              'a folder (its newest complete checkpoint), or latest')
@@ -74,7 +74,7 @@ def main(argv=None):
                visualdl=args.visualdl or meta['config'].get('visualdl'))
     cfg['epochs'] = args.epochs or cfg['epochs']  # schedule_steps stays: the run's own LR schedule
     if meta['next_epoch'] >= cfg['epochs']:
-        common.fail(f'{prefix} is already at the end of the run ({cfg["epochs"]} epochs); '
+        common.fail(f'{prefix} is already at the end of the run (--epochs {cfg["epochs"]}); '
                     f'pass --epochs N with N > {meta["next_epoch"]} to train further')
     script = common.optional(meta['script'], '--ckpt')  # the script whose model and loop these are
     device = common.select_device(args.device or cfg['device'])

@@ -35,7 +35,7 @@ class GlobalShuffleSampler(common.EpochBatchSampler):
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument('--ckpt', required=True,
                         help='a checkpoint of mnist_cnn.py (checkpoint/mnist_epoch0)')
     parser.add_argument('--compare', required=True, metavar='METRICS_JSON',

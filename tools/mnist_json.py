@@ -25,7 +25,7 @@ from safe_files import atomic_write, check_writable
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument('--data-dir', help='folder with the four MNIST idx files (default: the scripts\' lookup)')
     parser.add_argument('--out', default=os.path.join('work', 'mnist.json.gz'), help='the file to write')
     return parser

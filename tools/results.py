@@ -87,7 +87,7 @@ HOUSING = [('housing-numpy-gd', ['--impl', 'numpy', '--method', 'gd']),
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument('--data-dir', help='MNIST idx files (default: the scripts\' usual lookup)')
     parser.add_argument('--housing-data', help='housing.data or its folder (default: usual lookup)')
     parser.add_argument('--out', default='results', help='folder for RESULTS.md, figures and every run')
