@@ -244,8 +244,8 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def batch_sampler(n, batch_size, seed):  # 七: under the launcher, this worker's part of each batch
-    if rank_and_world()[1] > 1:
+def batch_sampler(n, batch_size, seed):  # one loop in train() for one process and workers (七):
+    if rank_and_world()[1] > 1:  # under the launcher, this worker's part of each batch
         import parallel
         return parallel.WorkerBatchSampler(n, batch_size, seed, *rank_and_world())
     return EpochBatchSampler(n, batch_size, seed)
@@ -261,7 +261,7 @@ class EpochBatchSampler:
     def set_epoch(self, epoch, start=0):
         self.epoch, self.start = epoch, start
 
-    def share_weight(self, b):  # 1: one process trains on all of batch b (七: parallel.py)
+    def share_weight(self, b):  # 1: one process trains on all of batch b (workers: parallel.py)
         return 1.0
 
     def __iter__(self):

@@ -220,7 +220,8 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
     train_loader, valid_loader, _ = loaders
     sampler = train_loader.batch_sampler
     # 七: with data-parallel workers, DataParallel averages their gradients (share_weight below
-    # keeps that average the global batch's mean) and the tracker sums their figures
+    # keeps that average the global batch's mean) and the tracker sums their figures (parallel.py,
+    # in the repository: run under the launcher, never in a notebook)
     net = paddle.DataParallel(model) if common.rank_and_world()[1] > 1 else model
     # the tracker holds the checkpoint folder, keeps the figures (metrics.json, the curves,
     # VisualDL) and makes Ctrl-C a safe stop

@@ -41,12 +41,15 @@ class WorkerBatchSampler(common.EpochBatchSampler):
 
 class Tracker(progress.Tracker):
     stops_after = 'the steps until the workers next agree'
-    pending = ()  # the figures of the batches since the last sum
+
+    def begin_epoch(self, epoch):
+        self.pending = []  # the figures of the batches since the last sum
+        return super().begin_epoch(epoch)
 
     def gather(self, batch_id, figures):
         """The batches since the last sum, summed over all workers with the Ctrl-C flag, on the
         batches that print and the epoch's last: one all_reduce for all of them."""
-        self.pending = [*self.pending, figures]
+        self.pending.append(figures)
         if not (self.prints(batch_id) or batch_id + 1 == self.per_epoch):
             return []
         summed = all_reduce_sum([x for row in self.pending for x in row] + [self.stop_requested])
@@ -56,10 +59,8 @@ class Tracker(progress.Tracker):
         return [(loss / self.world_size, right, seen)
                 for loss, right, seen in zip(summed[0::3], summed[1::3], summed[2::3])]
 
-    def stop_if_interrupted(self):  # a Ctrl-C that reached any worker stops them all
-        if self.epoch + 1 < self.cfg['epochs']:
-            self.stop_requested = all_reduce_sum([self.stop_requested])[0] > 0
-        super().stop_if_interrupted()
+    def agree(self, stop_requested):  # a Ctrl-C that reached any worker stops them all
+        return all_reduce_sum([stop_requested])[0] > 0  # (one that comes during the sum: next time)
 
     def __exit__(self, kind, error, trace):
         if kind not in (None, progress.Interrupted) and not issubclass(kind, common.UserError):

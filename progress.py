@@ -2,7 +2,8 @@
 (mnist_cnn.py's train() makes the Tracker's calls in order). A Tracker holds the checkpoint folder,
 keeps every batch's loss and each epoch's row (metrics.json, the curves), prints the progress and
 stops safely: a NaN or infinite loss with one sentence; Ctrl-C (or the launcher's SIGTERM) after
-the current step, saving NAME_interrupted. With data-parallel workers (七), parallel.Tracker.
+the current step, saving NAME_interrupted. With data-parallel workers (七) parallel.Tracker, a
+subclass, sums the workers' figures (a notebook, one process, never imports it).
 """
 import contextlib
 import math
@@ -24,8 +25,9 @@ class Interrupted(Exception):
     """Ctrl-C was honoured: a checkpoint to resume from was saved (its prefix is the message)."""
 
 
-def tracker(cfg, model, optimizer, start=None, train_set=None):  # the run's Tracker
-    if common.rank_and_world()[1] > 1:  # 七: one that sums the workers' figures
+def tracker(cfg, model, optimizer, start=None, train_set=None):
+    """The run's Tracker: one loop in train() for one process and for workers (七)."""
+    if common.rank_and_world()[1] > 1:  # parallel.Tracker: the workers' sums and one stop step
         import parallel
         return parallel.Tracker(cfg, model, optimizer, start, train_set)
     return Tracker(cfg, model, optimizer, start, train_set)
@@ -44,7 +46,7 @@ class Tracker:
         self.record = {'batch_losses': [], 'epochs': [], 'steps_per_epoch': self.per_epoch,
                        'workers': self.world_size, 'started': time.perf_counter(),
                        'first_step': self.start_epoch * self.per_epoch + self.start_batch}
-        self.stop_requested = self.stop_agreed = False  # stop_agreed: the same on every worker
+        self.stop_requested = self.stop_agreed = False  # agreed: by all workers (parallel.py)
         self.handlers, self.visualdl = {}, None
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
@@ -101,7 +103,7 @@ class Tracker:
         self.stop_agreed = self.stop_requested  # parallel.Tracker: the workers' sums, and agreement
         return [figures]
 
-    def stop_if_diverged(self):  # every worker sees the same sums, so all of them stop here
+    def stop_if_diverged(self):  # NaN or infinity (workers: the same sums, so all stop here)
         for i, (loss, _, _) in enumerate(self.gathered):
             if not math.isfinite(loss):
                 common.fail(f'the loss became {loss} at epoch {self.epoch}, '
@@ -119,7 +121,7 @@ class Tracker:
             checkpoints.save(prefix, self.model, self.optimizer, position)
             raise Interrupted(prefix)
 
-    def print_progress(self):  # all workers' figures, the time so far and what remains
+    def print_progress(self):  # the batch's figures (workers: summed), time so far and to go
         if self.rank != 0 or not self.prints(self.batch_id):
             return
         loss, right, seen = self.gathered[-1]
@@ -147,9 +149,12 @@ class Tracker:
         return self.position(self.epoch + 1, 0, None)
 
     def stop_if_interrupted(self):  # Ctrl-C in the last batch or validation; not after the last
-        if self.epoch + 1 < self.cfg['epochs'] and self.stop_requested:
+        if self.epoch + 1 < self.cfg['epochs'] and self.agree(self.stop_requested):
             raise Interrupted(os.path.join(self.cfg['ckpt_dir'],
                                            f'{self.cfg["name"]}_epoch{self.epoch}'))
+
+    def agree(self, stop_requested):  # one process decides alone (parallel.Tracker: all workers)
+        return stop_requested
 
     def position(self, next_epoch, next_batch, partial):  # what a checkpoint adds to the weights
         return {'script': self.cfg['script'], 'model': self.cfg['name'],
@@ -178,6 +183,9 @@ def print_eval(result):  # 八: the eval split's figures, printed before their p
     if result['acc'] is not None:
         mae = f', mean absolute error {result["mae"]:.4f}' if 'mae' in result else ''
         print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f}{mae}')
+        if result['acc'] < 0.2:  # ten digits: 0.1 is what guessing gets
+            print('note: that is near chance: the network has not learned yet; train longer or on '
+                  'more images (--epochs, --train-limit), or with a smaller --lr')
 
 
 def finish(model, result, cfg, record, device, extra=None):

@@ -213,3 +213,13 @@ def test_ai_studios_mounted_dataset_is_found(idx_dir, tmp_path, monkeypatch):
     assert common.resolve_data_source(None) == ('idx', os.path.join('data', 'data65'))
     shutil.copytree(idx_dir, tmp_path / 'work')
     assert common.resolve_data_source(None) == ('idx', 'work')
+
+
+def test_under_the_launcher_each_worker_samples_its_part(monkeypatch):
+    monkeypatch.setenv('PADDLE_TRAINERS_NUM', '2')
+    monkeypatch.setenv('PADDLE_TRAINER_ID', '1')
+    sampler = common.batch_sampler(475, 25, 0)
+    assert isinstance(sampler, parallel.WorkerBatchSampler) and (sampler.rank, sampler.world_size) == (1, 2)
+    assert [len(b) for b in sampler][:2] == [12, 12]  # 25 = 13 (rank 0) + 12 (rank 1)
+    monkeypatch.delenv('PADDLE_TRAINERS_NUM')
+    assert type(common.batch_sampler(475, 25, 0)) is common.EpochBatchSampler

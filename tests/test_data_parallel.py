@@ -73,6 +73,7 @@ def test_only_rank_0_writes_files_and_prints_progress(parallel):
     rank1 = (work / 'log' / 'workerlog.1').read_text()
     assert 'epoch: 0, batch: 0' not in rank1 and 'wrote' not in rank1
     log0 = (work / 'log' / 'workerlog.0').read_text()
+    assert '13, 1, 28, 28]' in log0 and '12, 1, 28, 28]' in rank1  # "one batch": each worker its part
     for epoch, batch in ((0, 0), (0, 5), (0, 15), (1, 10)):  # every progress line, summed over workers
         assert f'epoch: {epoch}, batch: {batch}, loss is: ' in log0, log0[-2000:]
 

@@ -75,3 +75,28 @@ def _paddle_path():
     sys.path.insert(0, str(ROOT))
     yield
     sys.path.remove(str(ROOT))
+
+
+def test_an_accuracy_near_chance_says_the_network_has_not_learned(capsys):
+    import progress  # a quick run (1,000 images, 1 epoch, Adam at 0.01) can end there
+    progress.print_eval({'loss': 2.3022, 'acc': 0.1065})
+    progress.print_eval({'loss': 0.0412, 'acc': 0.9871})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == 'eval: loss 2.3022, accuracy 0.1065' and lines[1].startswith('note: that is near chance')
+    assert lines[2:] == ['eval: loss 0.0412, accuracy 0.9871']
+
+
+def test_a_ctrl_c_during_the_workers_sum_is_not_lost(monkeypatch):
+    """parallel.Tracker sums the workers' Ctrl-C flags at each epoch's end; a signal that arrives while
+    that sum runs (the launcher's SIGTERM often lands inside the C call) still counts next time."""
+    import signal
+    import parallel
+    tracker = parallel.Tracker.__new__(parallel.Tracker)
+    tracker.epoch, tracker.cfg, tracker.stop_requested = 0, {'epochs': 3}, False
+
+    def sum_while_a_signal_arrives(values):
+        tracker.on_signal(signal.SIGTERM, None)
+        return [0.0]  # no worker had asked before the sum
+    monkeypatch.setattr(parallel, 'all_reduce_sum', sum_while_a_signal_arrives)
+    tracker.stop_if_interrupted()  # nobody had asked: every worker goes on (none may stop alone)
+    assert tracker.stop_requested  # and the request stands for the next sum
