@@ -193,6 +193,9 @@ def resolve_data_source(data_dir=None):  # (kind, path): 'idx' and a folder, or 
     if not data_dir:
         return find_or_download()
     if os.path.isfile(data_dir):
+        if os.path.basename(data_dir).split('.')[0] in IDX_FILES.values():
+            fail(f'--data-dir {data_dir} is one of the four MNIST idx files; pass the folder '
+                 f'that holds all four: --data-dir {os.path.dirname(data_dir) or "."}')
         return 'json', data_dir
     if not os.path.isdir(data_dir):
         fail(f'--data-dir {data_dir} does not exist; pass a folder holding the four MNIST idx '
@@ -307,6 +310,11 @@ def fingerprint(*arrays):  # so that a resumed run can prove it trains on the sa
 
 
 # ---- 七 device and data-parallel workers -------------------------------------------------------
+
+def resume_command(prefix, workers=1):  # the same number of workers resumes bit for bit
+    launch = f'-m paddle.distributed.launch --nproc_per_node {workers} ' if workers > 1 else ''
+    return f'python {launch}resume.py --ckpt {prefix}'
+
 
 def rank_and_world():  # (this worker's rank, the number of workers): (0, 1) without the launcher
     return (int(os.environ.get('PADDLE_TRAINER_ID', 0)),

@@ -45,7 +45,9 @@ def plot_lines(path, series, title, xlabel, ylabel, markers=False, logy=False):
         ax.plot(x, y, marker='o' if markers else None, linewidth=1.5 if markers else 1, label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, yscale='log' if logy else 'linear')
     ax.set_title(title, fontsize=10)
-    ax.xaxis.get_major_locator().set_params(integer=markers)  # per-epoch plots: whole-number ticks
+    if markers:  # per-epoch plots: a tick on each epoch (a whole number, with one epoch too)
+        epochs = sorted({e for x, _ in series.values() for e in x})
+        ax.set_xticks(epochs[::len(epochs) // 20 + 1])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     # fixed margins (room for 6-character ticks): fig.tight_layout() draws once more, ~0.1 s

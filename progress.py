@@ -70,7 +70,7 @@ class Tracker:
         if kind is None and self.rank == 0:  # the curves, under the training's progress lines
             plots.training_plots(self.record, self.cfg['out'], self.cfg['script'])
         if kind is Interrupted:
-            stopped(error)
+            stopped(error, self.world_size)
         return False
 
     # ---- the loop's calls, in the order the loop makes them ----------------------------------
@@ -160,7 +160,8 @@ class Tracker:
         return {'script': self.cfg['script'], 'model': self.cfg['name'],
                 'run_id': self.cfg['run_id'], 'epoch': self.epoch, 'next_epoch': next_epoch,
                 'next_batch': next_batch, 'global_step': next_epoch * self.per_epoch + next_batch,
-                'partial': partial, 'config': self.cfg, 'paddle_version': paddle.__version__}
+                'partial': partial, 'config': self.cfg, 'workers': self.world_size,
+                'paddle_version': paddle.__version__}
 
     def on_signal(self, signum, frame):  # Ctrl-C: stop after this step
         if self.stop_requested and signum == signal.SIGINT:
@@ -171,11 +172,11 @@ class Tracker:
         self.stop_requested = True
 
 
-def stopped(prefix):  # after Ctrl-C: how to continue, in one line
+def stopped(prefix, workers=1):  # after Ctrl-C: how to continue, in one line
     saved = f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
     if common.in_notebook():
         raise common.Stopped(saved + f"in resume.ipynb, argv = ['--ckpt', '{prefix}']") from None
-    print(saved + f'python resume.py --ckpt {prefix}', file=sys.stderr, flush=True)
+    print(saved + common.resume_command(prefix, workers), file=sys.stderr, flush=True)
     raise SystemExit(130)
 
 

@@ -28,6 +28,11 @@ def find(path):
     path = common.kept('checkpoint') if str(path) == 'latest' else str(path)
     if not os.path.isdir(path):
         prefix = checkpoint_prefix(path)
+        newest = ([] if os.path.exists(prefix + '.json') or os.path.exists(prefix + '.pdparams')
+                  else list_checkpoints(os.path.dirname(prefix) or '.'))[-1:]
+        if newest:  # e.g. a Ctrl-C in epoch 0 left mnist_interrupted, no mnist_epoch0
+            fail(f'no checkpoint at {prefix}; the newest in its folder is {newest[0][1]}: pass '
+                 f'--ckpt {newest[0][1]} (make resume CKPT={newest[0][1]}), or --ckpt latest')
         return prefix, read_meta(prefix)
     found = list_checkpoints(path)
     if not found:
@@ -86,16 +91,21 @@ LOSS_SETTINGS = ('script', 'seed', 'batch_size', 'lr', 'loss', 'opt', 'schedule'
                  'hidden', 'schedule_steps', 'train_fingerprint')
 
 
+def same_settings(cfg, reference):  # else there is nothing to compare: says so
+    theirs = reference.get('config', {})
+    other = [f'{k} {theirs.get(k)}, here {cfg.get(k)}' for k in LOSS_SETTINGS
+             if theirs.get(k) != cfg.get(k)]  # e.g. runs/cnn holds a later run's, other flags
+    if other:
+        print(f'nothing to compare: the reference run has other settings ({"; ".join(other)}); '
+              f'pass --compare with the metrics.json of a run with this checkpoint\'s settings')
+    return not other
+
+
 def compare_losses(resumed, reference):
     """Per epoch: are the resumed run's batch losses the reference run's at the same steps? True
     when every one is identical (exact float equality: the promise is bit-identity)."""
     per_epoch, ref_first = resumed['steps_per_epoch'], reference.get('first_step', 0)
-    ours, theirs = resumed['config'], reference.get('config', {})
-    other = [f'{k} {theirs.get(k)}, here {ours.get(k)}' for k in LOSS_SETTINGS
-             if theirs.get(k) != ours.get(k)]  # e.g. runs/cnn holds a later run's, other flags
-    if other:
-        print(f'nothing to compare: the reference run has other settings ({"; ".join(other)}); '
-              f'pass --compare with the metrics.json of a run with this checkpoint\'s settings')
+    if not same_settings(resumed['config'], reference):
         return True
     by_epoch, all_same, compared = {}, True, 0
     for i, loss in enumerate(resumed['batch_losses']):

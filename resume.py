@@ -73,6 +73,8 @@ def main(argv=None):
                log_every=args.log_every or meta['config']['log_every'],
                visualdl=args.visualdl or meta['config'].get('visualdl'))
     cfg['epochs'] = args.epochs or cfg['epochs']  # schedule_steps stays: the run's own LR schedule
+    if reference is not None and not restore.same_settings(cfg, reference):
+        reference = None  # said now (make resume adds runs/cnn's), not after the training
     if meta['next_epoch'] >= cfg['epochs']:
         common.fail(f'{prefix} is already at the end of the run (--epochs {cfg["epochs"]}); '
                     f'pass --epochs N with N > {meta["next_epoch"]} to train further')
@@ -96,9 +98,9 @@ def main(argv=None):
     # 4. train on from there with the script's own loop, evaluate and save
     record = script.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     metrics = script.finish(model, loaders, cfg, record, device, {'resumed_from': prefix})
-    # 5. compare every batch loss with the uninterrupted run's (七: on rank 0 alone, which prints;
-    # every worker holds the same summed losses, but one exiting 1 first would make the launcher
-    # stop rank 0 before it printed the comparison)
+    # 5. compare every batch loss with the uninterrupted run's
+    # (七: rank 0 alone, which prints; every worker holds the same summed losses, but one exiting 1
+    # first would make the launcher stop rank 0 before it printed the comparison)
     if reference is not None and common.rank_and_world()[0] == 0 \
             and not restore.compare_losses(metrics, reference):
         common.fail('the resumed losses differ from the uninterrupted run\'s (above)')

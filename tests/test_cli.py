@@ -1,4 +1,5 @@
 """The scripts end to end, as a user runs them: subprocesses, real files, exit codes, messages."""
+import shutil
 
 import numpy as np
 import pytest
@@ -134,6 +135,14 @@ def test_predict_errors(cnn_run, run_script, tmp_path):
 def test_resume_errors(cnn_run, run_script, tmp_path):
     proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch7', cwd=tmp_path)
     assert proc.returncode == 1 and 'no checkpoint at checkpoint/mnist_epoch7' in proc.stderr
+    # after a Ctrl-C in epoch 0 the folder holds mnist_interrupted and no mnist_epoch0: named
+    (tmp_path / 'ck').mkdir()
+    for ext in ('json', 'pdparams', 'pdopt'):
+        shutil.copy(cnn_run['ckpt'] / f'mnist_epoch1.{ext}', tmp_path / 'ck' / f'mnist_interrupted.{ext}')
+    proc = run_script('resume.py', '--ckpt', 'ck/mnist_epoch0', cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip() == (
+        'error: no checkpoint at ck/mnist_epoch0; the newest in its folder is ck/mnist_interrupted: pass '
+        '--ckpt ck/mnist_interrupted (make resume CKPT=ck/mnist_interrupted), or --ckpt latest')
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', cwd=tmp_path)
     assert proc.returncode == 1 and 'already at the end of the run (--epochs 3)' in proc.stderr
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--compare',

@@ -2,6 +2,7 @@
 import gzip
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -223,3 +224,15 @@ def test_under_the_launcher_each_worker_samples_its_part(monkeypatch):
     assert [len(b) for b in sampler][:2] == [12, 12]  # 25 = 13 (rank 0) + 12 (rank 1)
     monkeypatch.delenv('PADDLE_TRAINERS_NUM')
     assert type(common.batch_sampler(475, 25, 0)) is common.EpochBatchSampler
+
+
+def test_one_idx_file_as_data_dir_names_its_folder(idx_dir):
+    path = os.path.join(idx_dir, 'train-labels-idx1-ubyte.gz')  # the file, not its folder
+    with pytest.raises(common.UserError, match=r'is one of the four MNIST idx files; pass the folder that holds '
+                                               r'all four: --data-dir ' + re.escape(str(idx_dir))):
+        common.load_mnist_splits(path)
+
+
+def test_the_resume_command_names_the_launcher_for_workers():
+    assert common.resume_command('checkpoint/mnist_interrupted') == 'python resume.py --ckpt checkpoint/mnist_interrupted'
+    assert common.resume_command('c/m', 2) == 'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt c/m'

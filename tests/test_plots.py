@@ -181,3 +181,13 @@ def test_fixed_margins_hold_every_label(tmp_path, monkeypatch, series, logy):
                      logy=logy)
     plots.confusion_figure(str(tmp_path / 'confusion.png'), np.full((10, 10), 123456))
     assert inside and all(inside)
+
+
+def test_per_epoch_plots_tick_each_epoch_even_one(tmp_path, monkeypatch):
+    ticks = {}
+    monkeypatch.setattr(plots, 'save_figure', lambda fig, path: ticks.setdefault(path, list(fig.axes[0].get_xticks())))
+    for n in (1, 5, 45):
+        plots.plot_lines(str(tmp_path / f'{n}.png'), {'train': (list(range(1, n + 1)), [0.5] * n)}, 't', 'epoch', 'acc',
+                         markers=True)
+    assert ticks[str(tmp_path / '1.png')] == [1] and ticks[str(tmp_path / '5.png')] == [1, 2, 3, 4, 5]
+    assert ticks[str(tmp_path / '45.png')] == list(range(1, 46, 3))  # at most about 20 ticks

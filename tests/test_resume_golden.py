@@ -66,6 +66,8 @@ def test_compare_detects_a_difference(cnn_run, run_script, tmp_path):
     assert ('nothing to compare: the reference run has other settings (opt sgd, here adam); '
             'pass --compare with the metrics.json of a run with this checkpoint') in proc.stdout
     assert 'DIFFER' not in proc.stdout
+    said = proc.stdout.index('nothing to compare')  # before the training, not after it
+    assert said < proc.stdout.index('epoch: 2, batch: 0') and proc.stdout.count('nothing to compare') == 1
 
 
 def test_same_seed_same_losses_even_with_dataloader_workers_other_seed_other_losses(cnn_run, run_script, idx_dir,
