@@ -311,9 +311,13 @@ def fingerprint(*arrays):  # so that a resumed run can prove it trains on the sa
 
 # ---- 七 device and data-parallel workers -------------------------------------------------------
 
-def resume_command(prefix, workers=1):  # the same number of workers resumes bit for bit
-    launch = f'-m paddle.distributed.launch --nproc_per_node {workers} ' if workers > 1 else ''
-    return f'python {launch}resume.py --ckpt {prefix}'
+def resume_command(prefix, run=None):  # run: its 'workers' and 'nodes' (七), which resume exactly
+    workers, nodes = (run or {}).get('workers', 1), (run or {}).get('nodes', 1)
+    if workers == 1:
+        return f'python resume.py --ckpt {prefix}'
+    launch = f'python -m paddle.distributed.launch --nproc_per_node {workers // nodes} resume.py'
+    where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
+    return f'{launch} --ckpt {prefix}{where}'
 
 
 def rank_and_world():  # (this worker's rank, the number of workers): (0, 1) without the launcher

@@ -47,7 +47,7 @@ def plot_lines(path, series, title, xlabel, ylabel, markers=False, logy=False):
     ax.set_title(title, fontsize=10)
     if markers:  # per-epoch plots: a tick on each epoch (a whole number, with one epoch too)
         epochs = sorted({e for x, _ in series.values() for e in x})
-        ax.set_xticks(epochs[::len(epochs) // 20 + 1])
+        ax.set_xticks(epochs[::math.ceil(len(epochs) / 20)])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     # fixed margins (room for 6-character ticks): fig.tight_layout() draws once more, ~0.1 s

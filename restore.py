@@ -28,11 +28,8 @@ def find(path):
     path = common.kept('checkpoint') if str(path) == 'latest' else str(path)
     if not os.path.isdir(path):
         prefix = checkpoint_prefix(path)
-        newest = ([] if os.path.exists(prefix + '.json') or os.path.exists(prefix + '.pdparams')
-                  else list_checkpoints(os.path.dirname(prefix) or '.'))[-1:]
-        if newest:  # e.g. a Ctrl-C in epoch 0 left mnist_interrupted, no mnist_epoch0
-            fail(f'no checkpoint at {prefix}; the newest in its folder is {newest[0][1]}: pass '
-                 f'--ckpt {newest[0][1]} (make resume CKPT={newest[0][1]}), or --ckpt latest')
+        if not (os.path.exists(prefix + '.json') or os.path.exists(prefix + '.pdparams')):
+            no_checkpoint_at(prefix)
         return prefix, read_meta(prefix)
     found = list_checkpoints(path)
     if not found:
@@ -40,6 +37,28 @@ def find(path):
              f'another checkpoint or folder')
     print(f'newest complete checkpoint in {path}: {found[-1][1]}')
     return found[-1][1], found[-1][2]
+
+
+def no_checkpoint_at(prefix):
+    """Name the newest checkpoint of the same model in that folder, if there is one (a Ctrl-C in
+    epoch 0 leaves mnist_interrupted, not the mnist_epoch0 that make resume passes)."""
+    model = os.path.basename(prefix).rsplit('_', 1)[0] + '_'
+    newest = [found[1] for found in list_checkpoints(os.path.dirname(prefix) or '.')
+              if os.path.basename(found[1]).startswith(model)][-1:]
+    if newest:
+        how = (f"argv = ['--ckpt', '{newest[0]}']" if common.in_notebook()
+               else f'--ckpt {newest[0]} (with make: CKPT={newest[0]})')
+        fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
+             f'pass {how}')
+    read_meta(prefix)  # its own sentence: no checkpoint there at all
+
+
+def load_reference(path):  # --compare: an uninterrupted run's metrics.json, checked before training
+    reference = load_json(path, 'metrics.json of the uninterrupted run')
+    if not (isinstance(reference, dict) and isinstance(reference.get('batch_losses'), list)):
+        fail(f'{path} is not a run\'s metrics.json (it has no batch_losses); pass --compare with '
+             f'the uninterrupted run\'s, e.g. runs/cnn/metrics.json')
+    return reference
 
 
 def load_state(path, what):
@@ -92,9 +111,10 @@ LOSS_SETTINGS = ('script', 'seed', 'batch_size', 'lr', 'loss', 'opt', 'schedule'
 
 
 def same_settings(cfg, reference):  # else there is nothing to compare: says so
-    theirs = reference.get('config', {})
-    other = [f'{k} {theirs.get(k)}, here {cfg.get(k)}' for k in LOSS_SETTINGS
-             if theirs.get(k) != cfg.get(k)]  # e.g. runs/cnn holds a later run's, other flags
+    theirs = reference.get('config')
+    other = ['it records none'] if not isinstance(theirs, dict) else [
+        f'{k} {theirs.get(k)}, here {cfg.get(k)}' for k in LOSS_SETTINGS
+        if theirs.get(k) != cfg.get(k)]  # e.g. runs/cnn holds a later run's, other flags
     if other:
         print(f'nothing to compare: the reference run has other settings ({"; ".join(other)}); '
               f'pass --compare with the metrics.json of a run with this checkpoint\'s settings')

@@ -62,8 +62,7 @@ def main(argv=None):
     # 1. flags: the checkpoint to resume, and the run's own settings from it
     args = common.parse_args(build_parser(), argv)
     # read the reference first: a wrong --compare path should not cost a whole training run
-    reference = (restore.load_json(args.compare, 'metrics.json of the uninterrupted run')
-                 if args.compare else None)
+    reference = restore.load_reference(args.compare) if args.compare else None
     prefix, meta = restore.find(args.ckpt)
     if 'next_epoch' not in meta:
         common.fail(f'{prefix} is a final model, not a training checkpoint; '

@@ -51,7 +51,7 @@ def build_parser():
 
 def main(argv=None):
     args = common.parse_args(build_parser(), argv)
-    reference = restore.load_json(args.compare, 'metrics.json of the uninterrupted run')
+    reference = restore.load_reference(args.compare)
     prefix, meta = restore.find(args.ckpt)
     if meta.get('script') != 'mnist_cnn' or 'next_epoch' not in meta:
         common.fail(f'{prefix} is not a training checkpoint of mnist_cnn.py (checkpoint/mnist_epoch'

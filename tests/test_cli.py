@@ -137,12 +137,16 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     assert proc.returncode == 1 and 'no checkpoint at checkpoint/mnist_epoch7' in proc.stderr
     # after a Ctrl-C in epoch 0 the folder holds mnist_interrupted and no mnist_epoch0: named
     (tmp_path / 'ck').mkdir()
-    for ext in ('json', 'pdparams', 'pdopt'):
+    for ext in ('json', 'pdparams', 'pdopt'):  # and a later checkpoint of another model (not named)
         shutil.copy(cnn_run['ckpt'] / f'mnist_epoch1.{ext}', tmp_path / 'ck' / f'mnist_interrupted.{ext}')
+        shutil.copy(cnn_run['ckpt'] / f'mnist_epoch2.{ext}', tmp_path / 'ck' / f'mlp_epoch2.{ext}')
     proc = run_script('resume.py', '--ckpt', 'ck/mnist_epoch0', cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip() == (
-        'error: no checkpoint at ck/mnist_epoch0; the newest in its folder is ck/mnist_interrupted: pass '
-        '--ckpt ck/mnist_interrupted (make resume CKPT=ck/mnist_interrupted), or --ckpt latest')
+        "error: no checkpoint at ck/mnist_epoch0; the newest of its run's kind there is ck/mnist_interrupted: "
+        'pass --ckpt ck/mnist_interrupted (with make: CKPT=ck/mnist_interrupted)')
+    (tmp_path / 'notes.json').write_text('[1, 2]')  # --compare: checked before any training
+    proc = run_script('resume.py', '--ckpt', 'ck/mnist_interrupted', '--compare', 'notes.json', cwd=tmp_path)
+    assert proc.returncode == 1 and "notes.json is not a run's metrics.json (it has no batch_losses)" in proc.stderr
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', cwd=tmp_path)
     assert proc.returncode == 1 and 'already at the end of the run (--epochs 3)' in proc.stderr
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--compare',

@@ -255,9 +255,11 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
         shutil.copy(work / 'checkpoint' / f'mnist_epoch1.{ext}', work / 'checkpoint' / f'mnist_interrupted.{ext}')
     meta = json.loads((work / 'checkpoint' / 'mnist_interrupted.json').read_text())
     meta['global_step'] += 1
+    meta['workers'] = 2  # as if two data-parallel workers had saved it: resumed through the launcher
     (work / 'checkpoint' / 'mnist_interrupted.json').write_text(json.dumps(meta))
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
-    one_error(proc, 'mnist_interrupted is the newest checkpoint of an unfinished run')
+    one_error(proc, 'mnist_interrupted is the newest checkpoint of an unfinished run',
+              '`python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt ')
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
                       '--train-limit', '40', '--overwrite', cwd=work)
     assert proc.returncode == 0, proc.stderr
