@@ -248,9 +248,10 @@ def epoch_order(n, seed, epoch):
 
 
 def batch_sampler(n, batch_size, seed):  # one loop in train() for one process and workers (七):
-    if rank_and_world()[1] > 1:  # under the launcher, this worker's part of each batch
+    rank, world_size = rank_and_world()
+    if world_size > 1:  # under the launcher, this worker's part of each batch
         import parallel
-        return parallel.WorkerBatchSampler(n, batch_size, seed, *rank_and_world())
+        return parallel.WorkerBatchSampler(n, batch_size, seed, rank, world_size)
     return EpochBatchSampler(n, batch_size, seed)
 
 
@@ -311,8 +312,9 @@ def fingerprint(*arrays):  # so that a resumed run can prove it trains on the sa
 
 # ---- 七 device and data-parallel workers -------------------------------------------------------
 
-def resume_command(prefix, run=None):  # run: its 'workers' and 'nodes' (七), which resume exactly
-    workers, nodes = (run or {}).get('workers', 1), (run or {}).get('nodes', 1)
+def resume_command(prefix, layout=None):  # the run's worker_layout(): the same resumes exactly
+    layout = layout or {}
+    workers, nodes = layout.get('workers', 1), layout.get('nodes', 1)
     if workers == 1:
         return f'python resume.py --ckpt {prefix}'
     launch = f'python -m paddle.distributed.launch --nproc_per_node {workers // nodes} resume.py'
@@ -323,6 +325,10 @@ def resume_command(prefix, run=None):  # run: its 'workers' and 'nodes' (七), w
 def rank_and_world():  # (this worker's rank, the number of workers): (0, 1) without the launcher
     return (int(os.environ.get('PADDLE_TRAINER_ID', 0)),
             int(os.environ.get('PADDLE_TRAINERS_NUM', 1)))
+
+
+def worker_layout():  # what a checkpoint records so that resume_command can name the same launch
+    return {'workers': rank_and_world()[1], 'nodes': int(os.environ.get('PADDLE_NNODES', 1))}
 
 
 def select_device(name='auto'):

@@ -43,8 +43,7 @@ class Tracker:
         self.start_epoch, self.start_batch = start.get('next_epoch', 0), start.get('next_batch', 0)
         self.partial = start.get('partial')
         self.rank, self.world_size = common.rank_and_world()
-        self.workers = {'workers': self.world_size,  # 七: in each checkpoint, for resume_command
-                        'nodes': int(os.environ.get('PADDLE_NNODES', 1))}
+        self.layout = common.worker_layout()  # 七: in each checkpoint, for resume_command
         self.record = {'batch_losses': [], 'epochs': [], 'steps_per_epoch': self.per_epoch,
                        'workers': self.world_size, 'started': time.perf_counter(),
                        'first_step': self.start_epoch * self.per_epoch + self.start_batch}
@@ -72,7 +71,7 @@ class Tracker:
         if kind is None and self.rank == 0:  # the curves, under the training's progress lines
             plots.training_plots(self.record, self.cfg['out'], self.cfg['script'])
         if kind is Interrupted:
-            stopped(error, self.workers)
+            stopped(error, self.layout)
         return False
 
     # ---- the loop's calls, in the order the loop makes them ----------------------------------
@@ -162,7 +161,7 @@ class Tracker:
         return {'script': self.cfg['script'], 'model': self.cfg['name'],
                 'run_id': self.cfg['run_id'], 'epoch': self.epoch, 'next_epoch': next_epoch,
                 'next_batch': next_batch, 'global_step': next_epoch * self.per_epoch + next_batch,
-                'partial': partial, 'config': self.cfg, **self.workers,
+                'partial': partial, 'config': self.cfg, **self.layout,
                 'paddle_version': paddle.__version__}
 
     def on_signal(self, signum, frame):  # Ctrl-C: stop after this step
@@ -174,11 +173,11 @@ class Tracker:
         self.stop_requested = True
 
 
-def stopped(prefix, workers=None):  # after Ctrl-C: how to continue, in one line
+def stopped(prefix, layout=None):  # after Ctrl-C: how to continue, in one line
     saved = f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
     if common.in_notebook():
         raise common.Stopped(saved + f"in resume.ipynb, argv = ['--ckpt', '{prefix}']") from None
-    print(saved + common.resume_command(prefix, workers), file=sys.stderr, flush=True)
+    print(saved + common.resume_command(prefix, layout), file=sys.stderr, flush=True)
     raise SystemExit(130)
 
 
