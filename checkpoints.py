@@ -116,10 +116,9 @@ def move_aside(runs, folder, refuse_unfinished):
         meta = read_meta(prefix)
         stopped = os.path.basename(prefix).endswith('_interrupted')
         if stopped or meta['next_epoch'] < meta['config']['epochs']:
-            how = (f"argv = ['--ckpt', '{prefix}'] in resume.ipynb" if common.in_notebook()
-                   else f'`{common.resume_command(prefix, meta)}`')
             fail(f'{prefix} is the newest checkpoint of an unfinished run; continue it with '
-                 f'{how}, or pass --overwrite to move it aside and start anew')
+                 f'{common.resume_command(prefix, meta)}, or pass --overwrite to move it aside and '
+                 f'start anew')
     # each checkpoint linked into target, json last, then removed here, json first: a kill midway
     # leaves it whole in one folder or the other
     for run_id, prefixes in runs.items():

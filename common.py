@@ -1,12 +1,15 @@
 """What the stage scripts share: command-line helpers, data (三), a run's settings, device (七).
 No PaddlePaddle import at the top (select_device imports it): the numpy chapters need numpy only."""
 import argparse
+import difflib
 import glob
 import gzip
 import hashlib
 import json
 import math
 import os
+import shlex
+import subprocess
 import sys
 import uuid
 
@@ -66,10 +69,26 @@ def kept(path):  # in a notebook, under work/: the folder AI Studio keeps across
 
 
 def parse_args(parser, argv=None):
+    """The flags; a bad one is one `error:` line (with the closest flag for a typo), exit 2."""
     parser.allow_abbrev = False  # --ckpt is not silently --ckpt-dir
     if in_notebook():
         return parse_in_notebook(parser, argv)
+
+    def error(message):  # instead of argparse's usage lines, then its message
+        print(f'error: {message}{closest_flag(parser, message)}; see python '
+              f'{shell_word(sys.argv[0])} --help', file=sys.stderr)
+        raise SystemExit(2)
+    parser.error = error
     return parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+
+
+def closest_flag(parser, message):  # 'unrecognized arguments: --epoch 3' -> ' (--epochs?)'
+    if not message.startswith('unrecognized arguments'):
+        return ''
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    typed = [word.split('=')[0] for word in message.split() if word.startswith('-')]
+    close = [match for word in typed for match in difflib.get_close_matches(word, flags, n=1)]
+    return f' (did you mean {", ".join(close)}?)' if close else ''
 
 
 def parse_in_notebook(parser, argv):
@@ -78,7 +97,7 @@ def parse_in_notebook(parser, argv):
     parser.prog = 'main()'
 
     def error(message):
-        fail(f'{message}; see build_parser().print_help()')
+        fail(f'{message}{closest_flag(parser, message)}; see build_parser().print_help()')
 
     def exit(status=0, message=None):  # after --help: no SystemExit in the kernel
         raise Stopped(message or '')
@@ -195,7 +214,7 @@ def resolve_data_source(data_dir=None):  # (kind, path): 'idx' and a folder, or 
     if os.path.isfile(data_dir):
         if os.path.basename(data_dir).split('.')[0] in IDX_FILES.values():
             fail(f'--data-dir {data_dir} is one of the four MNIST idx files; pass the folder '
-                 f'that holds all four: --data-dir {os.path.dirname(data_dir) or "."}')
+                 f'that holds all four: --data-dir {shell_word(os.path.dirname(data_dir) or ".")}')
         return 'json', data_dir
     if not os.path.isdir(data_dir):
         fail(f'--data-dir {data_dir} does not exist; pass a folder holding the four MNIST idx '
@@ -313,13 +332,19 @@ def fingerprint(*arrays):  # so that a resumed run can prove it trains on the sa
 # ---- 七 device and data-parallel workers -------------------------------------------------------
 
 def resume_command(prefix, layout=None):  # the run's worker_layout(): the same resumes exactly
+    if in_notebook():
+        return f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"
     layout = layout or {}
     workers, nodes = layout.get('workers', 1), layout.get('nodes', 1)
     if workers == 1:
-        return f'python resume.py --ckpt {prefix}'
+        return f'python resume.py --ckpt {shell_word(prefix)}'
     launch = f'python -m paddle.distributed.launch --nproc_per_node {workers // nodes} resume.py'
     where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
-    return f'{launch} --ckpt {prefix}{where}'
+    return f'{launch} --ckpt {shell_word(prefix)}{where}'
+
+
+def shell_word(text):  # a path in a printed command, quoted where a shell would split it
+    return subprocess.list2cmdline([text]) if os.name == 'nt' else shlex.quote(text)
 
 
 def rank_and_world():  # (this worker's rank, the number of workers): (0, 1) without the launcher

@@ -71,7 +71,7 @@ class Tracker:
         if kind is None and self.rank == 0:  # the curves, under the training's progress lines
             plots.training_plots(self.record, self.cfg['out'], self.cfg['script'])
         if kind is Interrupted:
-            stopped(error, self.layout)
+            stopped(str(error), self.layout)
         return False
 
     # ---- the loop's calls, in the order the loop makes them ----------------------------------
@@ -174,10 +174,11 @@ class Tracker:
 
 
 def stopped(prefix, layout=None):  # after Ctrl-C: how to continue, in one line
-    saved = f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
+    saved = (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
+             f'{common.resume_command(prefix, layout)}')
     if common.in_notebook():
-        raise common.Stopped(saved + f"in resume.ipynb, argv = ['--ckpt', '{prefix}']") from None
-    print(saved + common.resume_command(prefix, layout), file=sys.stderr, flush=True)
+        raise common.Stopped(saved) from None
+    print(saved, file=sys.stderr, flush=True)
     raise SystemExit(130)
 
 

@@ -46,8 +46,9 @@ def no_checkpoint_at(prefix):
     newest = [found[1] for found in list_checkpoints(os.path.dirname(prefix) or '.')
               if os.path.basename(found[1]).startswith(model)][-1:]
     if newest:
-        how = (f"argv = ['--ckpt', '{newest[0]}']" if common.in_notebook()
-               else f'--ckpt {newest[0]} (with make: CKPT={newest[0]})')
+        word = common.shell_word(newest[0])
+        how = (f"argv = ['--ckpt', {newest[0]!r}]" if common.in_notebook()
+               else f'--ckpt {word} (with make: CKPT={word})')
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
              f'pass {how}')
     read_meta(prefix)  # its own sentence: no checkpoint there at all

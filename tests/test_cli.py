@@ -102,11 +102,16 @@ def test_image_normalisation_matches_the_data(tmp_path):
     (['--l2', '-0.1'], 'argument --l2: must be a finite number >= 0, got -0.1'),
     (['--l2', 'lots'], "argument --l2: expected a number, got 'lots'"),
     (['--device', 'tpu'], "argument --device: invalid choice: 'tpu'"),
+    (['--epoch', '3', '--batchsize=5'], 'unrecognized arguments: --epoch 3 --batchsize=5 (did you mean --epochs, '
+                                        '--batch-size?); see python '),
 ])
 def test_bad_flags(run_script, idx_dir, tmp_path, args, message):
+    """The README's table: a bad flag is one `error:` line (no usage block), the closest flag for a typo,
+    and --help named; exit 2 as argparse's."""
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *args, cwd=tmp_path)
     assert proc.returncode == 2
-    assert message in proc.stderr
+    assert proc.stderr.startswith('error: ' + message) and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.rstrip().endswith('mnist_cnn.py --help')
 
 
 @pytest.mark.parametrize('args, message', [

@@ -1,8 +1,10 @@
 """MNIST loading from both formats, the split, batching order, and clear errors for bad data."""
+import ast
 import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 
 import numpy as np
@@ -239,3 +241,15 @@ def test_the_resume_command_names_the_launcher_for_workers():
         'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt c/m'
     assert common.resume_command('c/m', {'workers': 16, 'nodes': 2}) == ('python -m paddle.distributed.launch '
         '--nproc_per_node 8 resume.py --ckpt c/m on each of the 2 machines, with their --nnodes and --master')
+
+
+def test_a_printed_resume_command_gives_back_the_path_it_names(monkeypatch):
+    """Pasted into a shell, the command passes the very path, spaces and quotes too; in a notebook the
+    argv line is Python that gives it back (a Windows path's backslashes too)."""
+    paths = ('my checkpoints/mnist_interrupted', "it's here/mnist_epoch0", 'C:\\new\\mnist_epoch0')
+    for path in paths:
+        assert shlex.split(common.resume_command(path))[-1] == path
+    monkeypatch.setattr(common, 'in_notebook', lambda: True)
+    for path in paths:
+        line = common.resume_command(path)
+        assert line.startswith('argv = [') and ast.literal_eval(line[7:line.index(']') + 1])[-1] == path

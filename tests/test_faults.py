@@ -3,6 +3,7 @@ run that diverges, a reused checkpoint folder. Real training subprocesses throug
 import json
 import os
 import shutil
+import shlex
 import signal
 import time
 
@@ -104,22 +105,27 @@ def test_ctrl_c_or_sigterm_mid_epoch_saves_and_resumes_exactly(reference, idx_di
     """The README's table: Ctrl-C (or SIGTERM, as a job scheduler or `kill` sends) finishes the
     current step, saves NAME_interrupted, prints the resume command and exits with 130; the run
     resumed from Ctrl-C's checkpoint gives the uninterrupted run's losses (SIGTERM's checkpoint is
-    made by the same handler and save, so it is not resumed a second time)."""
-    proc = start('mnist_cnn.py', ['--data-dir', idx_dir, *FAULT_ARGS], tmp_path, tmp_path)
+    made by the same handler and save, so it is not resumed a second time). The checkpoint folder's
+    name has a space: the printed command quotes it, and that command, split as a shell splits it,
+    is the resume."""
+    folder = 'my checkpoints'
+    proc = start('mnist_cnn.py', ['--data-dir', idx_dir, *FAULT_ARGS, '--ckpt-dir', folder], tmp_path, tmp_path)
     assert wait_for_lines(proc, 25 + 1 + 8)  # epoch 0 (25 batches + its summary), 8 batches of epoch 1
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert 'interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)' in out
-    assert err.strip().splitlines()[-1] == ('stopped; saved checkpoint/mnist_interrupted.pdparams/.pdopt. '
-                                            'Continue with: python resume.py --ckpt checkpoint/mnist_interrupted')
+    saved, command = err.strip().splitlines()[-1].split(' Continue with: ')
+    assert saved == f'stopped; saved {folder}/mnist_interrupted.pdparams/.pdopt.'
+    assert command == f"python resume.py --ckpt '{folder}/mnist_interrupted'"
     assert 'Traceback' not in err
-    meta = checkpoints.read_meta(str(tmp_path / 'checkpoint' / 'mnist_interrupted'))  # whole: hashes verify
+    meta = checkpoints.read_meta(str(tmp_path / folder / 'mnist_interrupted'))  # whole: hashes verify
     assert meta['next_epoch'] == 1 and 0 < meta['next_batch'] < 25
     if signum == signal.SIGTERM:
         return  # the same stop and checkpoint as Ctrl-C's (the handler is one): its resume is below
 
-    res = python_run([ROOT / 'resume.py', '--ckpt', 'latest', '--compare', reference / 'runs' / 'cnn' / 'metrics.json'],
+    python, script, *args = shlex.split(command)
+    res = python_run([ROOT / script, *args, '--compare', reference / 'runs' / 'cnn' / 'metrics.json'],
                      tmp_path, script_env(tmp_path), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert 'bit-identical' in res.stdout

@@ -24,7 +24,7 @@ def test_a_forked_run_equals_a_fresh_interpreters(run_script, idx_dir, tmp_path)
 
 def test_a_forked_run_exits_as_python_does(run_script, tmp_path):
     proc = run_script('mnist_cnn.py', '--epochs', '0', cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stderr.startswith('usage:') and 'error: argument --epochs' in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith('error: argument --epochs')
     proc = run_script('resume.py', '--ckpt', 'nowhere', cwd=tmp_path)
     assert proc.returncode != 0 and proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
     assert proc.stderr.count('\n') == 1
