@@ -5,6 +5,7 @@ second one or one while the data loads or the final evaluation runs, is one line
 """
 import importlib
 import os
+import re
 import signal
 import sys
 
@@ -45,3 +46,20 @@ def optional(module, flag):
             raise
         fail(f'{flag} needs {module}.py beside this notebook (it is in the repository); '
              f'or run the script')
+
+
+def name_the_cell_to_run(cells):
+    """In a notebook: using a name before the cell that makes it ran ({the cell's heading: the names
+    it makes}), or after that cell stopped with an error, is one line naming the cell, not a
+    traceback; any other NameError (a typo) shows as usual."""
+    made_by = {name: heading for heading, names in cells.items() for name in names.split()}
+
+    def handler(shell, kind, error, trace, tb_offset=None):
+        name = re.match(r"name '(\w+)' is not defined", str(error))
+        if name and name.group(1) in made_by:
+            line = (f'error: {name.group(1)} is not defined yet: the cell under '
+                    f'"{made_by[name.group(1)]}" makes it; run the cells from there down to this '
+                    f'one')
+            error._render_traceback_ = lambda: [line]  # shown instead of the traceback
+        shell.showtraceback((kind, error, trace), tb_offset=tb_offset)
+    sys.modules['IPython'].get_ipython().set_custom_exc((NameError,), handler)

@@ -106,16 +106,37 @@ def twice(name, nb):
     return nb
 
 
-MISTAKES = 3  # the cells twice_then_mistakes adds at the end
+# The Interrupt button (SIGINT to the kernel) while the first batch trains, as test_faults.py sends
+# Ctrl-C to a script: the cell stops with one line, work/checkpoint/mnist_interrupted is saved.
+CTRL_C = """import os, signal
+before = signal.getsignal(signal.SIGINT)
+real_loss_and_correct = loss_and_correct
+
+def loss_and_correct(output, labels, loss_kind):
+    if not getattr(loss_and_correct, 'pressed', False):
+        loss_and_correct.pressed = True
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_loss_and_correct(output, labels, loss_kind)
+
+try:
+    record = train(model, optimizer, scheduler, loaders, cfg)
+finally:
+    loss_and_correct = real_loss_and_correct"""
+MISTAKES = ["args = common.parse_args(build_parser(), ['--epochs', '0'])",  # a bad flag in the first step's line
+            "common.load_mnist_splits('nowhere')",  # bad data
+            CTRL_C,
+            "print('Ctrl-C handler given back:', signal.getsignal(signal.SIGINT) is before)",
+            "del loaders  # as if step 2 had not run\nrecord = train(model, optimizer, scheduler, loaders, cfg)",
+            "modle",  # a typo: Python's own NameError
+            "print('alive')"]
 
 
 def twice_then_mistakes(name, nb):
     """twice, then a learner's mistakes in the same kernel: a bad flag in the first step's line, bad
-    data, then a cell that should still run."""
+    data, the Interrupt button during training, a cell run before the one it needs, a typo, then a
+    cell that should still run."""
     nb = twice(name, nb)
-    nb.cells += [nbformat.v4.new_code_cell("args = common.parse_args(build_parser(), ['--epochs', '0'])"),
-                 nbformat.v4.new_code_cell("common.load_mnist_splits('nowhere')"),
-                 nbformat.v4.new_code_cell("print('alive')")]
+    nb.cells += [nbformat.v4.new_code_cell(source) for source in MISTAKES]
     return nb
 
 
@@ -216,7 +237,7 @@ def test_stage_notebook_runs_cell_by_cell_like_its_script(job, executed, data65,
     data came from data/data65/ (~/data/data65/ for the one in ~/work/); the outputs are under work/;
     the losses equal the script's."""
     folder, nb = result(executed, job)
-    lesson = nb.cells[:-MISTAKES] if job == 'mnist_cnn' else nb.cells
+    lesson = nb.cells[:-len(MISTAKES)] if job == 'mnist_cnn' else nb.cells
     found = [e for c in lesson for e in errors_in(c)]
     assert not found, found
     check_self_contained(nb, folder)
@@ -241,7 +262,7 @@ def test_stage_notebook_runs_cell_by_cell_like_its_script(job, executed, data65,
         assert 'fc: paddle.Size(' in text(cell(nb, 'step-3'))  # 八: the layer shapes
         assert 'note: in a notebook outputs go under work/' in text(cell(nb, 'step-1'))
         assert (folder / 'work' / 'checkpoint' / 'mnist_epoch1.json').is_file()
-        assert 'same losses twice: True' in text(nb.cells[-MISTAKES - 1]), text(nb.cells[-MISTAKES - 1])
+        assert 'same losses twice: True' in text(nb.cells[-len(MISTAKES) - 1]), text(nb.cells[-len(MISTAKES) - 1])
 
 
 @pytest.mark.parametrize('job', ['resume'])
@@ -257,14 +278,31 @@ def test_resume_notebook_resumes_bit_identically(job, executed):
 
 @pytest.mark.parametrize('job', ['mnist_cnn'])
 def test_a_mistake_shows_one_sentence_and_the_kernel_lives_on(job, executed):
+    """A bad flag, bad data, Ctrl-C (the Interrupt button) and a cell run before the cell it needs: one
+    line each, no traceback, and the kernel lives on. Ctrl-C saved a whole checkpoint, named the argv
+    for resume.ipynb and gave the kernel its own Ctrl-C back; a typo still gets Python's NameError."""
     folder, nb = result(executed, job)
-    found = [e for c in nb.cells[-MISTAKES:] for e in errors_in(c)]
-    assert [e[1] for e in found] == ['UserError', 'UserError'], found
-    assert 'must be greater than 0' in found[0][2] and 'nowhere' in found[1][2]
-    for c in nb.cells[-MISTAKES:-1]:
+    flag, data, ctrl_c, handler, skipped, typo, alive = nb.cells[-len(MISTAKES):]
+    assert [[e[1] for e in errors_in(c)] for c in (flag, data, ctrl_c, handler, skipped, typo)] == \
+        [['UserError'], ['UserError'], ['Stop'], [], ['NameError'], ['NameError']], errors(nb)[-5:]
+    lines = {}
+    for key, c in (('flag', flag), ('data', data), ('ctrl_c', ctrl_c), ('skipped', skipped)):
         (out,) = [o for o in c.outputs if o.output_type == 'error']
-        assert len(out.traceback) == 1 and out.traceback[0].startswith('error: ')  # no traceback
-    assert 'alive' in text(nb.cells[-1])
+        assert len(out.traceback) == 1, out.traceback  # no traceback
+        lines[key] = out.traceback[0]
+    assert lines['flag'].startswith('error: argument --epochs: must be greater than 0')
+    assert lines['data'].startswith('error: ') and 'nowhere' in lines['data']
+    prefix = os.path.join('work', 'checkpoint', 'mnist_interrupted')
+    assert lines['ctrl_c'] == (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
+                               f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"), lines['ctrl_c']
+    import checkpoints
+    assert checkpoints.read_meta(str(folder / prefix))['next_batch'] == 1  # whole: its hashes verify
+    assert 'Ctrl-C handler given back: True' in text(handler)
+    assert lines['skipped'] == ('error: loaders is not defined yet: the cell under "2. data (三)" makes it; run '
+                                'the cells from there down to this one')
+    (out,) = [o for o in typo.outputs if o.output_type == 'error']
+    assert len(out.traceback) > 1 and "name 'modle' is not defined" in out.evalue
+    assert 'alive' in text(alive)
 
 
 @pytest.mark.parametrize('job', [IN_HOME_WORK])

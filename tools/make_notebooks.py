@@ -21,10 +21,12 @@ Each notebook, top to bottom:
 The output is deterministic (fixed ids and metadata, no outputs): unchanged scripts give identical bytes.
 """
 import argparse
+import ast
 import json
 import os
 import re
 import sys
+import textwrap
 
 from script_reading import (ROOT, def_summary, main_steps, modules_to_write, read, split_script,
                             step_text, uses_docstring)
@@ -105,11 +107,67 @@ def helper_cells(script, extras):
     names = ', '.join(f'`{m}.py`' for m in modules)
     text = (f'## Helper files / 辅助文件\n\n'
             f'The collapsed cells below write the modules this lesson imports ({names}) beside the '
-            f'notebook, so that this one file runs on its own. Run them and read on; they are the '
+            f'notebook, so that this one file runs on its own; the last one makes a cell run before '
+            f'the cell it needs name that cell. Run them and read on; they are the '
             f'repository\'s files, so edit the scripts, not these cells.\n\n'
             f'下面折叠的单元格把本课用到的模块写到 notebook 旁边,运行即可,无需修改。')
     return [markdown('helpers', text)] + [code(f'file-{m}', f'%%writefile {m}.py\n' + read(m), hidden=True)
                                           for m in modules]
+
+
+class Bound(ast.NodeVisitor):
+    """The names a cell's code binds at its top level: assignments, loop targets, defs, imports (not
+    a function's, a lambda's or a comprehension's own)."""
+    def __init__(self):
+        self.names = []
+
+    def visit_FunctionDef(self, node):
+        self.names.append(node.name)
+
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
+
+    def visit_Import(self, node):
+        self.names += [(a.asname or a.name).split('.')[0] for a in node.names if a.name != '*']
+
+    visit_ImportFrom = visit_Import
+
+    def visit_Name(self, node):
+        if isinstance(node.ctx, ast.Store):
+            self.names.append(node.id)
+
+    def skip(self, node):
+        pass
+
+    visit_Lambda = visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = skip
+
+
+def cell_order_cell(cells):
+    """A collapsed cell: a NameError for a name that a lesson cell makes names that cell's heading
+    (errors.name_the_cell_to_run), for a learner who ran a cell before the one it needs."""
+    made_by, heading = {}, None
+    for cell in cells:
+        if cell['cell_type'] == 'markdown':
+            heading = cell['source'].split('\n', 1)[0].lstrip('#').strip()
+            continue
+        bound = Bound()
+        try:
+            bound.visit(ast.parse(cell['source']))
+        except SyntaxError:  # IPython's own syntax (%pip ...): binds nothing of the lesson's
+            continue
+        for name in bound.names:
+            if name != '__doc__':  # a kernel always has one
+                made_by.setdefault(name, heading)
+    names = {}  # heading -> the names its cells make first
+    for name, heading in made_by.items():
+        names[heading] = f'{names.get(heading, "")} {name}'.strip()
+    lines = ''.join(f'    {heading!r}:\n        ' + '\n        '.join(
+        repr(part) for part in textwrap.wrap(made, 80, break_on_hyphens=False, drop_whitespace=False)) + ',\n'
+        for heading, made in names.items())
+    text = ('# a cell run before the cell that makes its names (or after that cell stopped with an error)\n'
+            '# says which cell to run, instead of a NameError traceback\n'
+            'import errors\n\n'
+            f'errors.name_the_cell_to_run({{\n{lines}}})')
+    return code('cell-order', text, hidden=True)
 
 
 def lesson_cells(module, argv):
@@ -176,8 +234,8 @@ def notebook_cells(name):
     cells = [markdown('intro', f'# `{module}.py`\n\n{doc.strip()}\n\n{prose}\n\n{data}\n\n{how}\n\n{generated}')]
     cells += helper_cells(module, extras)
     lesson = lesson_cells(module, argv)
-    cells += lesson[:2] + extra + lesson[2:]  # notebook-only cells of the intro: after the imports
-    return cells
+    lesson = lesson[:2] + extra + lesson[2:]  # notebook-only cells of the intro: after the imports
+    return cells + [cell_order_cell(lesson)] + lesson
 
 
 def notebook_text(cells):
