@@ -18,6 +18,10 @@ In it, in .compat/aistudio-runs/<venv>/:
   2. A FRESH kernel (a later session) runs notebooks/resume.ipynb copied into the SAME folder: it
      finds the checkpoint in work/checkpoint (so it does not train) and must print 'resumed losses are
      bit-identical to the uninterrupted run'.
+  3. Another fresh kernel runs mnist_cnn.ipynb in a folder of its own, then a learner's mistakes
+     (tests/test_notebooks.py's MISTAKES: a bad flag, bad data, Kernel > Interrupt during training, a
+     cell run before the cell it needs, a typo), checked as make test checks them: one line each in
+     this environment's IPython, a whole mnist_interrupted, the kernel alive.
 The executed notebooks are kept in .compat/aistudio-runs/<venv>/executed/. Prints a table (Python,
 paddlepaddle, numpy, data, Run All time of each notebook, result) and writes .compat/aistudio.json;
 exits 1 on any failure.
@@ -52,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 import fixtures  # noqa: E402
+import test_notebooks  # noqa: E402 (its MISTAKES cells and their check)
 from conftest import script_env  # noqa: E402
 
 PYTHON = '~/.pyenv/versions/3.10.13/bin/python3.10'  # AI Studio's Python is 3.10
@@ -269,6 +274,26 @@ def check(py, version, data_kind, base):
     if downloaded(base / 'home-session-2'):
         problems.append(f'the notebook wrote into HOME/.cache/paddle: {downloaded(base / "home-session-2")}')
     row['problems']['resume'] = problems
+
+    # 3. a learner's mistakes in one kernel of this venv (its IPython, as AI Studio's): Run All of
+    # mnist_cnn.ipynb in a folder of its own, then test_notebooks.MISTAKES, checked as make test does
+    mistakes = base / 'project-mistakes'
+    shutil.copytree(data, mistakes / 'data' / 'data65')
+    nb = upload('mnist_cnn', mistakes)
+    step1 = cell(nb, 'step-1')
+    step1.source = re.sub(r'^argv = \[\]', f'argv = {FAST_ARGS!r}', step1.source, flags=re.M)
+    nb.cells = nb.cells[:-1] + [nbformat.v4.new_code_cell(source) for source in test_notebooks.MISTAKES]
+    seconds, failure = run_notebook(nb, mistakes, kernelspecs, kernel_env(py, base / 'home-session-3'),
+                                    out / 'mistakes.kernel-stderr.txt')
+    row['seconds']['mistakes'] = seconds
+    nbformat.write(nb, out / 'mistakes.executed.ipynb')
+    try:
+        if failure is not None:
+            raise AssertionError(f'{type(failure).__name__}: {failure}')
+        test_notebooks.check_mistakes(mistakes, nb)
+        row['problems']['mistakes'] = []
+    except AssertionError as e:
+        row['problems']['mistakes'] = [str(e).strip().splitlines()[0][:300]]
     return row
 
 
@@ -304,18 +329,19 @@ def main():
             row = check(py, version, args.data, base)
         row['result'], row['total_seconds'] = result(row['problems']), round(time.perf_counter() - start)
         if row['result'] == 'pass':
-            row['result'] += f' (losses == the script\'s: {row["script_losses"]}; resume bit-identical)'
+            row['result'] += (f' (losses == the script\'s: {row["script_losses"]}; resume bit-identical; '
+                              f'the mistakes one line each)')
         rows.append(row)
         print(f'  {row["result"]} ({row["total_seconds"]} s in all)', flush=True)
     (folder / 'aistudio.json').write_text(json.dumps(rows, indent=1))
 
     print('\n| Python | paddlepaddle | numpy | ipykernel | data at data/data65/ | mnist_cnn.ipynb Run All '
-          '| resume.ipynb Run All (new kernel) | result |')
-    print('|---|---|---|---|---|---|---|---|')
+          '| resume.ipynb Run All (new kernel) | mistakes (new kernel) | result |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
-        times = [f'{r["seconds"][n]:.0f} s' if n in r['seconds'] else '-' for n in ('mnist_cnn', 'resume')]
+        times = [f'{r["seconds"][n]:.0f} s' if n in r['seconds'] else '-' for n in ('mnist_cnn', 'resume', 'mistakes')]
         print(f'| {r.get("python", "?")} | {r["paddlepaddle"]} | {r.get("numpy", "?")} | {r.get("ipykernel", "?")} '
-              f'| {r["data"]} | {times[0]} | {times[1]} | {r["result"]} |')
+              f'| {r["data"]} | {" | ".join(times)} | {r["result"]} |')
     print('\nRun All: kernel start to the last cell, with the flags ' + ' '.join(FAST_ARGS) + '. Not like the real '
           'AI Studio: nbclient, not the JupyterLab UI; no network; an empty HOME (AI Studio\'s is the project '
           'folder); only these packages; this machine\'s CPU. Executed notebooks: .compat/aistudio-runs/*/executed/.')
