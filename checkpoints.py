@@ -116,9 +116,10 @@ def move_aside(runs, folder, refuse_unfinished):
         meta = read_meta(prefix)
         stopped = os.path.basename(prefix).endswith('_interrupted')
         if stopped or meta['next_epoch'] < meta['config']['epochs']:
-            fail(f'{prefix} is the newest checkpoint of an unfinished run; continue it with '
-                 f'{common.resume_command(prefix, meta)}, or pass --overwrite to move it aside and '
-                 f'start anew')
+            # the command last: nothing after it to copy with it by mistake
+            fail(f'{prefix} is the newest checkpoint of an unfinished run; pass --overwrite to '
+                 f'move it aside and start anew, or continue it with: '
+                 f'{common.resume_command(prefix, meta)}')
     # each checkpoint linked into target, json last, then removed here, json first: a kill midway
     # leaves it whole in one folder or the other
     for run_id, prefixes in runs.items():

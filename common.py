@@ -8,8 +8,8 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
-import subprocess
 import sys
 import uuid
 
@@ -82,13 +82,16 @@ def parse_args(parser, argv=None):
     return parser.parse_args(sys.argv[1:] if argv is None else list(argv))
 
 
-def closest_flag(parser, message):  # 'unrecognized arguments: --epoch 3' -> ' (--epochs?)'
+def closest_flag(parser, message):  # '... --epoch 3' -> ' (did you mean --epochs?)'
     if not message.startswith('unrecognized arguments'):
         return ''
     flags = [flag for action in parser._actions for flag in action.option_strings]
     typed = [word.split('=')[0] for word in message.split() if word.startswith('-')]
-    close = [match for word in typed for match in difflib.get_close_matches(word, flags, n=1)]
-    return f' (did you mean {", ".join(close)}?)' if close else ''
+    if '--ckpt' in typed and '--ckpt' not in flags:  # the course resumes in its training script
+        return ' (to continue a run from a checkpoint: python resume.py --ckpt CHECKPOINT)'
+    close = [match for word in typed for match in difflib.get_close_matches(word, flags, n=1)
+             if not match.startswith(word + '-')]  # not --ckpt-dir for --ckpt: a flag of its own
+    return f' (did you mean {", ".join(dict.fromkeys(close))}?)' if close else ''
 
 
 def parse_in_notebook(parser, argv):
@@ -343,8 +346,10 @@ def resume_command(prefix, layout=None):  # the run's worker_layout(): the same 
     return f'{launch} --ckpt {shell_word(prefix)}{where}'
 
 
-def shell_word(text):  # a path in a printed command, quoted where a shell would split it
-    return subprocess.list2cmdline([text]) if os.name == 'nt' else shlex.quote(text)
+def shell_word(text, windows=os.name == 'nt'):  # a path in a printed command, quoted if need be
+    if windows:  # cmd and PowerShell: in double quotes (no Windows path holds one)
+        return f'"{text}"' if re.search(r'[^\w\\/:.-]', text) else text
+    return shlex.quote(text)
 
 
 def rank_and_world():  # (this worker's rank, the number of workers): (0, 1) without the launcher

@@ -49,17 +49,21 @@ def optional(module, flag):
 
 
 def name_the_cell_to_run(cells):
-    """In a notebook: using a name before the cell that makes it ran ({the cell's heading: the names
-    it makes}), or after that cell stopped with an error, is one line naming the cell, not a
-    traceback; any other NameError (a typo) shows as usual."""
+    """In a notebook: a name used before the cell that makes it ran, or after that cell stopped with
+    an error, is one line naming that cell, not a NameError traceback. cells: {a cell's heading: the
+    names it makes, space-separated}. A NameError raised in a module's code, or for a name no cell
+    makes (a typo), keeps its traceback; so does one inside IPython 8's %%time."""
+    from IPython import get_ipython  # only ever called in a notebook's kernel
     made_by = {name: heading for heading, names in cells.items() for name in names.split()}
 
     def handler(shell, kind, error, trace, tb_offset=None):
-        name = re.match(r"name '(\w+)' is not defined", str(error))
-        if name and name.group(1) in made_by:
+        name, raised = re.match(r"name '(\w+)' is not defined", str(error)), trace
+        while raised.tb_next:  # to where it was raised: the notebook's code, or a module's
+            raised = raised.tb_next
+        if name and name.group(1) in made_by and raised.tb_frame.f_globals is shell.user_global_ns:
             line = (f'error: {name.group(1)} is not defined yet: the cell under '
                     f'"{made_by[name.group(1)]}" makes it; run the cells from there down to this '
                     f'one')
             error._render_traceback_ = lambda: [line]  # shown instead of the traceback
         shell.showtraceback((kind, error, trace), tb_offset=tb_offset)
-    sys.modules['IPython'].get_ipython().set_custom_exc((NameError,), handler)
+    get_ipython().set_custom_exc((NameError,), handler)

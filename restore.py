@@ -47,8 +47,9 @@ def no_checkpoint_at(prefix):
               if os.path.basename(found[1]).startswith(model)][-1:]
     if newest:
         word = common.shell_word(newest[0])
+        make = f' (with make: CKPT={word})' if word == newest[0] else ''  # make splits a quoted one
         how = (f"argv = ['--ckpt', {newest[0]!r}]" if common.in_notebook()
-               else f'--ckpt {word} (with make: CKPT={word})')
+               else f'--ckpt {word}{make}')
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
              f'pass {how}')
     read_meta(prefix)  # its own sentence: no checkpoint there at all

@@ -104,6 +104,10 @@ def test_image_normalisation_matches_the_data(tmp_path):
     (['--device', 'tpu'], "argument --device: invalid choice: 'tpu'"),
     (['--epoch', '3', '--batchsize=5'], 'unrecognized arguments: --epoch 3 --batchsize=5 (did you mean --epochs, '
                                         '--batch-size?); see python '),
+    (['--epoch', '3', '--epoch', '4'], 'unrecognized arguments: --epoch 3 --epoch 4 (did you mean --epochs?); '),
+    # not --ckpt-dir (the very confusion allow_abbrev=False avoids): resuming is resume.py's
+    (['--ckpt', 'checkpoint/mnist_epoch0'], 'unrecognized arguments: --ckpt checkpoint/mnist_epoch0 (to continue '
+                                            'a run from a checkpoint: python resume.py --ckpt CHECKPOINT); '),
 ])
 def test_bad_flags(run_script, idx_dir, tmp_path, args, message):
     """The README's table: a bad flag is one `error:` line (no usage block), the closest flag for a typo,

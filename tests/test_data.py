@@ -245,11 +245,17 @@ def test_the_resume_command_names_the_launcher_for_workers():
 
 def test_a_printed_resume_command_gives_back_the_path_it_names(monkeypatch):
     """Pasted into a shell, the command passes the very path, spaces and quotes too; in a notebook the
-    argv line is Python that gives it back (a Windows path's backslashes too)."""
+    argv line is Python that gives it back (a Windows path's backslashes too). On Windows (not run
+    here: the quoting only) a path with anything but letters, digits, _ . - : / \\ is in double quotes,
+    which cmd and PowerShell both take."""
     paths = ('my checkpoints/mnist_interrupted', "it's here/mnist_epoch0", 'C:\\new\\mnist_epoch0')
     for path in paths:
         assert shlex.split(common.resume_command(path))[-1] == path
+    assert [common.shell_word(p, windows=True) for p in (*paths, 'R&D\\ck', 'C:\\ck\\mnist_epoch0')] == [
+        '"my checkpoints/mnist_interrupted"', '"it\'s here/mnist_epoch0"', 'C:\\new\\mnist_epoch0', '"R&D\\ck"',
+        'C:\\ck\\mnist_epoch0']
     monkeypatch.setattr(common, 'in_notebook', lambda: True)
     for path in paths:
         line = common.resume_command(path)
-        assert line.startswith('argv = [') and ast.literal_eval(line[7:line.index(']') + 1])[-1] == path
+        assert line.startswith('argv = ') and line.endswith(' in resume.ipynb'), line
+        assert ast.literal_eval(line[len('argv = '):-len(' in resume.ipynb')]) == ['--ckpt', path]

@@ -122,19 +122,22 @@ try:
     record = train(model, optimizer, scheduler, loaders, cfg)
 finally:
     loss_and_correct = real_loss_and_correct"""
-MISTAKES = ["args = common.parse_args(build_parser(), ['--epochs', '0'])",  # a bad flag in the first step's line
+MISTAKES = ["args = common.parse_args(build_parser(), ['--epoch', '0'])",  # a misspelt flag in the first step's line
             "common.load_mnist_splits('nowhere')",  # bad data
             CTRL_C,
             "print('Ctrl-C handler given back:', signal.getsignal(signal.SIGINT) is before)",
             "del loaders  # as if step 2 had not run\nrecord = train(model, optimizer, scheduler, loaders, cfg)",
             "modle",  # a typo: Python's own NameError
+            # a module's own bug, raised in its code for a name a lesson cell makes: its traceback
+            "import types\nbuggy = types.ModuleType('buggy')\nexec('def f():\\n    return loaders', buggy.__dict__)\n"
+            "buggy.f()",
             "print('alive')"]
 
 
 def twice_then_mistakes(name, nb):
-    """twice, then a learner's mistakes in the same kernel: a bad flag in the first step's line, bad
-    data, the Interrupt button during training, a cell run before the one it needs, a typo, then a
-    cell that should still run."""
+    """twice, then a learner's mistakes in the same kernel: a misspelt flag in the first step's line,
+    bad data, the Interrupt button during training, a cell run before the one it needs, a typo, a
+    module's own NameError, then a cell that should still run."""
     nb = twice(name, nb)
     nb.cells += [nbformat.v4.new_code_cell(source) for source in MISTAKES]
     return nb
@@ -215,6 +218,24 @@ def check_self_contained(nb, folder):
     assert any('helpers from the notebook folder: True' in text(c) for c in nb.cells if c.cell_type == 'code')
 
 
+def test_the_cell_order_cell_names_only_what_a_cell_surely_makes():
+    """make_notebooks' collapsed cell-order cell: the names a lesson cell binds at its top level, each
+    with the first cell's heading (backticks dropped); not a branch's, a loop's, a function's or a
+    comprehension's own, nor anything of a cell in IPython's own syntax."""
+    import make_notebooks
+    cells = [{'cell_type': 'markdown', 'source': '## 2. data (三)\n\nwords'},
+             {'cell_type': 'code', 'source': 'import numpy as np, os.path\nfrom x import y as z\n'
+                                             'a, (b, c) = 1, (2, 3)\nd: int = 4\ndef f(p):\n    q = p\n'
+                                             'class K:\n    r = 1\nif a:\n    e = 5\nfor i in []:\n    g = i\n'
+                                             'h = [j for j in ()]\nk = lambda m: m'},
+             {'cell_type': 'markdown', 'source': '### `later()`'},
+             {'cell_type': 'code', 'source': 'a = 2\nlater = 3'},
+             {'cell_type': 'code', 'source': '%pip install x\nnever = 1'}]
+    source = make_notebooks.cell_order_cell(cells)['source']
+    made = eval(source[source.index('{'):source.rindex('}') + 1])  # the dict literal passed on
+    assert made == {'2. data (三)': 'np os z a b c d f K h k', 'later()': 'later'}
+
+
 def test_notebooks_are_up_to_date():
     """The committed notebooks are what the generator writes from today's scripts."""
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / 'make_notebooks.py'), '--check'],
@@ -282,20 +303,22 @@ def test_a_mistake_shows_one_sentence_and_the_kernel_lives_on(job, executed):
 
 
 def check_mistakes(folder, nb):
-    """The MISTAKES cells at the end of nb, run in folder: a bad flag, bad data, Ctrl-C (the Interrupt
-    button) and a cell run before the cell it needs show one line each, no traceback, and the kernel
-    lives on. Ctrl-C saved a whole checkpoint, named the argv for resume.ipynb and gave the kernel its
-    own Ctrl-C handler back; a typo still gets Python's NameError. (make compat checks the same in
+    """The MISTAKES cells at the end of nb, run in folder: a misspelt flag, bad data, Ctrl-C (the
+    Interrupt button) and a cell run before the cell it needs show one line each, no traceback, and the
+    kernel lives on. Ctrl-C saved a whole checkpoint, named the argv for resume.ipynb and gave the
+    kernel its own Ctrl-C handler back; a typo, and a NameError raised in a module's code, keep
+    Python's traceback. (make compat checks the same in
     its AI Studio stand-in, with that environment's IPython.)"""
-    flag, data, ctrl_c, handler, skipped, typo, alive = nb.cells[-len(MISTAKES):]
-    assert [[e[1] for e in errors_in(c)] for c in (flag, data, ctrl_c, handler, skipped, typo)] == \
-        [['UserError'], ['UserError'], ['Stop'], [], ['NameError'], ['NameError']], errors(nb)[-5:]
+    flag, data, ctrl_c, handler, skipped, typo, in_module, alive = nb.cells[-len(MISTAKES):]
+    assert [[e[1] for e in errors_in(c)] for c in (flag, data, ctrl_c, handler, skipped, typo, in_module)] == \
+        [['UserError'], ['UserError'], ['Stop'], [], ['NameError'], ['NameError'], ['NameError']], errors(nb)[-6:]
     lines = {}
     for key, c in (('flag', flag), ('data', data), ('ctrl_c', ctrl_c), ('skipped', skipped)):
         (out,) = [o for o in c.outputs if o.output_type == 'error']
         assert len(out.traceback) == 1, out.traceback  # no traceback
         lines[key] = out.traceback[0]
-    assert lines['flag'].startswith('error: argument --epochs: must be greater than 0')
+    assert lines['flag'] == ('error: unrecognized arguments: --epoch 0 (did you mean --epochs?); see '
+                             'build_parser().print_help()')
     assert lines['data'].startswith('error: ') and 'nowhere' in lines['data']
     prefix = os.path.join('work', 'checkpoint', 'mnist_interrupted')
     assert lines['ctrl_c'] == (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
@@ -305,8 +328,9 @@ def check_mistakes(folder, nb):
     assert 'Ctrl-C handler given back: True' in text(handler)
     assert lines['skipped'] == ('error: loaders is not defined yet: the cell under "2. data (三)" makes it; run '
                                 'the cells from there down to this one')
-    (out,) = [o for o in typo.outputs if o.output_type == 'error']
-    assert len(out.traceback) > 1 and "name 'modle' is not defined" in out.evalue
+    for c, name in ((typo, 'modle'), (in_module, 'loaders')):
+        (out,) = [o for o in c.outputs if o.output_type == 'error']
+        assert len(out.traceback) > 1 and f"name '{name}' is not defined" in out.evalue, out.traceback
     assert 'alive' in text(alive)
 
 

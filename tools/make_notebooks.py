@@ -107,38 +107,34 @@ def helper_cells(script, extras):
     names = ', '.join(f'`{m}.py`' for m in modules)
     text = (f'## Helper files / 辅助文件\n\n'
             f'The collapsed cells below write the modules this lesson imports ({names}) beside the '
-            f'notebook, so that this one file runs on its own; the last one makes a cell run before '
-            f'the cell it needs name that cell. Run them and read on; they are the '
+            f'notebook, so that this one file runs on its own, and the last one makes a cell run '
+            f'too early say which cell to run first. Run them and read on; they are the '
             f'repository\'s files, so edit the scripts, not these cells.\n\n'
-            f'下面折叠的单元格把本课用到的模块写到 notebook 旁边,运行即可,无需修改。')
+            f'下面折叠的单元格把本课用到的模块写到 notebook 旁边,运行即可,无需修改;最后一个单元格让提前运行的单元格'
+            f'用一行提示先运行哪个单元格。')
     return [markdown('helpers', text)] + [code(f'file-{m}', f'%%writefile {m}.py\n' + read(m), hidden=True)
                                           for m in modules]
 
 
-class Bound(ast.NodeVisitor):
-    """The names a cell's code binds at its top level: assignments, loop targets, defs, imports (not
-    a function's, a lambda's or a comprehension's own)."""
-    def __init__(self):
-        self.names = []
-
-    def visit_FunctionDef(self, node):
-        self.names.append(node.name)
-
-    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
-
-    def visit_Import(self, node):
-        self.names += [(a.asname or a.name).split('.')[0] for a in node.names if a.name != '*']
-
-    visit_ImportFrom = visit_Import
-
-    def visit_Name(self, node):
-        if isinstance(node.ctx, ast.Store):
-            self.names.append(node.id)
-
-    def skip(self, node):
-        pass
-
-    visit_Lambda = visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = skip
+def names_made(source):
+    """The names a cell's code surely makes: its top-level assignments, defs, classes and imports.
+    Not those of an if, for, with or try (a branch may not run: mnist_numpy's loop variables,
+    housing's per-method names), nor a function's own. None for IPython's own syntax (%pip ...)."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return []
+    names = []
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names += [(a.asname or a.name).split('.')[0] for a in node.names if a.name != '*']
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [n.id for t in targets for n in ast.walk(t)
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+    return names
 
 
 def cell_order_cell(cells):
@@ -147,22 +143,19 @@ def cell_order_cell(cells):
     made_by, heading = {}, None
     for cell in cells:
         if cell['cell_type'] == 'markdown':
-            heading = cell['source'].split('\n', 1)[0].lstrip('#').strip()
+            heading = cell['source'].split('\n', 1)[0].lstrip('#').strip().replace('`', '')
             continue
-        bound = Bound()
-        try:
-            bound.visit(ast.parse(cell['source']))
-        except SyntaxError:  # IPython's own syntax (%pip ...): binds nothing of the lesson's
-            continue
-        for name in bound.names:
+        for name in names_made(cell['source']):
             if name != '__doc__':  # a kernel always has one
                 made_by.setdefault(name, heading)
     names = {}  # heading -> the names its cells make first
     for name, heading in made_by.items():
         names[heading] = f'{names.get(heading, "")} {name}'.strip()
-    lines = ''.join(f'    {heading!r}:\n        ' + '\n        '.join(
-        repr(part) for part in textwrap.wrap(made, 80, break_on_hyphens=False, drop_whitespace=False)) + ',\n'
-        for heading, made in names.items())
+    lines = ''
+    for heading, made in names.items():
+        parts = textwrap.wrap(made, 80)
+        lines += f'    {heading!r}:\n        ' + '\n        '.join(
+            repr(part + ' ' * (i < len(parts) - 1)) for i, part in enumerate(parts)) + ',\n'
     text = ('# a cell run before the cell that makes its names (or after that cell stopped with an error)\n'
             '# says which cell to run, instead of a NameError traceback\n'
             'import errors\n\n'
