@@ -35,7 +35,8 @@ def save(prefix, model, optimizer, meta):  # data-parallel: rank 0 writes (all h
                 atomic_write(f'{prefix}.{ext}', lambda tmp, state=state: paddle.save(state, tmp))
         hashes = {ext: file_hash(f'{prefix}.{ext}') for ext in states}
         write_json(prefix + '.json', dict(meta, format=FORMAT, files=hashes))
-    except UserError:  # a prefix whose json no longer verifies is no checkpoint: remove its files
+    except (UserError, KeyboardInterrupt):  # a full disk, or a second Ctrl-C mid-save: a prefix
+        # whose json no longer verifies is no checkpoint, so its files go
         for ext in ('json', 'pdparams', 'pdopt') if not verified(prefix) else ():
             if os.path.isfile(f'{prefix}.{ext}'):
                 os.remove(f'{prefix}.{ext}')
@@ -116,7 +117,7 @@ def move_aside(runs, folder, refuse_unfinished):
         meta = read_meta(prefix)
         stopped = os.path.basename(prefix).endswith('_interrupted')
         if stopped or meta['next_epoch'] < meta['config']['epochs']:
-            # the command last: nothing after it to copy with it by mistake
+            # the command last, where a copy of it takes nothing else
             fail(f'{prefix} is the newest checkpoint of an unfinished run; pass --overwrite to '
                  f'move it aside and start anew, or continue it with: '
                  f'{common.resume_command(prefix, meta)}')

@@ -48,8 +48,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):  # --help: no "(def
 def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
     add = parser.add_argument
     add('--data-dir', help='folder with the four MNIST idx files or mnist.json.gz, or that file '
-                           '(default: the first of ./work/, ./, AI Studio\'s data/data*/ that has '
-                           'them, else PaddlePaddle\'s cache, downloading there)')
+                           + ('(default: the first of ./work/, ./, AI Studio\'s data/data*/ that '
+                              'has them, else PaddlePaddle\'s cache, downloading there)' if new_run
+                              else '(default: the data the checkpoint\'s run trained on)'))
     add('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='auto: a GPU if any')
     add('--out', default=kept(out), help='run folder: metrics.json, plots, the final model')
     add('--ckpt-dir', default=ckpt_dir and kept(ckpt_dir), help='the per-epoch checkpoints')
@@ -343,7 +344,9 @@ def resume_command(prefix, layout=None):  # the run's worker_layout(): the same 
         return f'python resume.py --ckpt {shell_word(prefix)}'
     launch = f'python -m paddle.distributed.launch --nproc_per_node {workers // nodes} resume.py'
     where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
-    return f'{launch} --ckpt {shell_word(prefix)}{where}'
+    make = (f' (with make: make resume NPROC={workers} CKPT={prefix})'  # .venv's Python, which
+            if nodes == 1 and shell_word(prefix) == prefix else '')  # a plain python may not be
+    return f'{launch} --ckpt {shell_word(prefix)}{where}{make}'
 
 
 def shell_word(text, windows=os.name == 'nt'):  # a path in a printed command, quoted if need be

@@ -23,7 +23,9 @@ def fail(message):
 
 def run_main(main_fn, argv=None):
     try:
-        return main_fn(argv)
+        result = main_fn(argv)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # all is written: a Ctrl-C while Python
+        return result  # exits (a second or so) would end a finished run with 130 and no word
     except UserError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         raise SystemExit(1)

@@ -51,6 +51,11 @@ class Tracker:
         self.handlers, self.visualdl = {}, None
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
+        if getattr(self.model, 'trained', False):  # a notebook's training cell run again
+            common.fail('this model has trained already: training it again would go on from its '
+                        'weights, not from the run\'s start; run the cells again from the one that '
+                        'builds the model (in resume.ipynb: loads it)')
+        self.model.trained = True
         if self.cfg.get('visualdl') and self.rank == 0:
             self.visualdl = common.optional('visualdl_log', '--visualdl').Log(self.cfg)
         self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
@@ -188,7 +193,7 @@ def print_eval(result):  # 八: the eval split's figures, printed before their p
         print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f}{mae}')
         if result['acc'] < 0.2:  # ten digits: 0.1 is what guessing gets
             print('note: that is near chance: the network has not learned yet; train longer or on '
-                  'more images (--epochs, --train-limit), or with a smaller --lr')
+                  'more images (--epochs, --train-limit), or try another --lr')
 
 
 def finish(model, result, cfg, record, device, extra=None):

@@ -52,7 +52,8 @@ def build_parser():
                              'the LR schedule stays the original run\'s')
     parser.add_argument('--compare', metavar='METRICS_JSON',
                         help='compare every batch loss with this uninterrupted run\'s '
-                             'metrics.json; exit 1 on any difference')
+                             'metrics.json; exit 1 on any difference (with the same number '
+                             'of data-parallel workers)')
     common.add_run_args(parser, out='runs/resume', ckpt_dir=None, new_run=False)
     parser.set_defaults(device=None, log_every=None)  # default: the run's own settings
     return parser
@@ -61,9 +62,9 @@ def build_parser():
 def main(argv=None):
     # 1. flags: the checkpoint to resume, and the run's own settings from it
     args = common.parse_args(build_parser(), argv)
-    # read the reference first: a wrong --compare path should not cost a whole training run
+    prefix, meta = restore.find(args.ckpt)  # a missing one: its error names the newest one there
+    # the reference now: a wrong --compare path should not cost a whole training run
     reference = restore.load_reference(args.compare) if args.compare else None
-    prefix, meta = restore.find(args.ckpt)
     if 'next_epoch' not in meta:
         common.fail(f'{prefix} is a final model, not a training checkpoint; '
                     f'pass a checkpoint/mnist_epoch{{N}} (or its folder) to resume')

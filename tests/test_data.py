@@ -238,7 +238,7 @@ def test_one_idx_file_as_data_dir_names_its_folder(idx_dir):
 def test_the_resume_command_names_the_launcher_for_workers():
     assert common.resume_command('checkpoint/mnist_interrupted') == 'python resume.py --ckpt checkpoint/mnist_interrupted'
     assert common.resume_command('c/m', {'workers': 2}) == \
-        'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt c/m'
+        'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt c/m (with make: make resume NPROC=2 CKPT=c/m)'
     assert common.resume_command('c/m', {'workers': 16, 'nodes': 2}) == ('python -m paddle.distributed.launch '
         '--nproc_per_node 8 resume.py --ckpt c/m on each of the 2 machines, with their --nnodes and --master')
 

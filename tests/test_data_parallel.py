@@ -80,8 +80,9 @@ def test_only_rank_0_writes_files_and_prints_progress(parallel):
 
 def test_a_two_worker_checkpoint_resumes_in_one_process(parallel, single, run_script, tmp_path):
     """The README: a checkpoint from two workers resumes in one process; its losses then follow
-    within rounding, not bit for bit, and `resume.py --compare` says so (a difference, exit 1, and
-    the note that bit-identity holds for the same number of workers only)."""
+    within rounding, not bit for bit, and `resume.py --compare` says so (the difference and the note
+    that bit-identity holds for the same number of workers only) and exits 0: that is the expected
+    result, not a failed resume."""
     proc = run_script('resume.py', '--ckpt', parallel['dir'] / 'checkpoint' / 'mnist_epoch0', '--ckpt-dir',
                       tmp_path / 'ckpt', '--out', tmp_path / 'out', '--compare',
                       parallel['dir'] / 'runs' / 'cnn' / 'metrics.json', cwd=tmp_path)
@@ -91,7 +92,7 @@ def test_a_two_worker_checkpoint_resumes_in_one_process(parallel, single, run_sc
     # one process sums each batch's loss in another order than two workers (13 + 12 images): on
     # this fixture the 19 resumed losses are not all the same bits, so --compare must report it
     assert resumed['batch_losses'] != parallel['metrics']['batch_losses'][19:]
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and 'error:' not in proc.stderr, proc.stdout + proc.stderr
     assert 'resumed losses DIFFER from the reference run' in proc.stdout
     assert 'note: the reference ran with 2 data-parallel worker(s), this run with 1' in proc.stdout
     np.testing.assert_allclose(resumed['batch_losses'], single['metrics']['batch_losses'][19:], rtol=RTOL)
@@ -101,16 +102,16 @@ def test_a_one_process_checkpoint_resumes_with_two_workers_and_compare_says_how_
     """The other way round, as `make resume NPROC=2` after a one-process `make cnn` runs it (with
     --compare): the losses follow the one-process run within rounding, not bit for bit; rank 0
     prints the comparison, the difference and the note on the number of workers, writes
-    metrics.json, and the launch exits non-zero (resume.py --compare's exit 1)."""
+    metrics.json, and the launch succeeds: with another number of workers that is the expected
+    result, not a failed resume (--compare's exit 1 is for losses that should be identical)."""
     proc = launch(tmp_path, 'resume.py', '--ckpt', single['dir'] / 'checkpoint' / 'mnist_epoch0', '--ckpt-dir',
                   tmp_path / 'ckpt', '--out', tmp_path / 'out', '--compare',
                   single['dir'] / 'runs' / 'cnn' / 'metrics.json')
     log0 = (tmp_path / 'log' / 'workerlog.0').read_text()
-    assert proc.returncode != 0
     assert 'resumed losses DIFFER from the reference run' in log0, log0[-3000:]
     assert 'note: the reference ran with 1 data-parallel worker(s), this run with 2' in log0
-    # the launch failed by --compare's exit 1 on rank 0; rank 1 ended cleanly
-    assert "error: the resumed losses differ from the uninterrupted run's (above)" in log0 and 'Traceback' not in log0
+    # as expected with another number of workers: no error, the launch succeeds
+    assert proc.returncode == 0 and 'error:' not in log0 and 'Traceback' not in log0, log0[-3000:]
     resumed = read_metrics(tmp_path / 'out')
     assert resumed['first_step'] == 19 and resumed['workers'] == 2
     assert resumed['batch_losses'] != single['metrics']['batch_losses'][19:]
@@ -234,7 +235,8 @@ def test_ctrl_c_stops_every_worker_at_one_step_and_two_workers_resume_it_exactly
         assert 'Traceback' not in log and 'error:' not in log, f'rank {rank}:\n{log[-3000:]}'
         last = log.strip().splitlines()[-1]
         assert last == f'stopped; saved checkpoint/{name}.pdparams/.pdopt. Continue with: ' \
-                       f'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt checkpoint/{name}', \
+                       f'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt checkpoint/{name} ' \
+                       f'(with make: make resume NPROC=2 CKPT=checkpoint/{name})', \
             f'rank {rank}: {last}'  # the same number of workers: bit-identical
     assert 'Container failed' not in out
     reference_log = (parallel['dir'] / 'log' / 'workerlog.0').read_text()

@@ -183,6 +183,60 @@ def test_a_second_ctrl_c_aborts_without_saving(idx_dir, tmp_path):
     assert not (tmp_path / 'runs' / 'cnn' / 'metrics.json').exists()
 
 
+# The second press while NAME_interrupted is being saved: right after its .pdparams is in place
+# (os.replace wrapped, as test_kill_points.py does for its kills), the first press in step 8.
+SECOND_CTRL_C_IN_THE_SAVE = """
+import os, signal, sys, time
+sys.path.insert(0, {root!r})
+sys.argv = ['mnist_cnn.py'] + {args!r}
+import mnist_cnn
+import paddle
+real, steps = mnist_cnn.loss_and_correct, []
+def ctrl_c_in_step_8(output, labels, kind):
+    if paddle.is_grad_enabled():
+        steps.append(1)
+        if len(steps) == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+    return real(output, labels, kind)
+mnist_cnn.loss_and_correct = ctrl_c_in_step_8
+real_replace = os.replace
+def replace(source, target):
+    real_replace(source, target)
+    if str(target).endswith('mnist_interrupted.pdparams'):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)
+os.replace = replace
+mnist_cnn.common.run_main(mnist_cnn.main)
+"""
+
+
+def test_a_second_ctrl_c_during_the_save_leaves_no_part_of_it(idx_dir, tmp_path):
+    """The second press lands while NAME_interrupted is half saved (its .pdparams written, not yet
+    its .pdopt and .json): the abort removes that half, so the folder holds only whole checkpoints
+    and a later run finds nothing to trip over."""
+    args = ['--data-dir', str(idx_dir), '--epochs', '3', '--batch-size', '20', '--train-limit', '100']
+    code = SECOND_CTRL_C_IN_THE_SAVE.format(root=str(ROOT), args=args)
+    proc = python_run([ROOT / 'mnist_cnn.py'], tmp_path, script_env(tmp_path), timeout=300, code=code)
+    assert proc.returncode == -signal.SIGINT, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        'stopped (Ctrl-C) before the run finished; every file written so far is whole'), proc.stderr[-2000:]
+    assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if not n.startswith('.')) == \
+        ['mnist_epoch0.json', 'mnist_epoch0.pdopt', 'mnist_epoch0.pdparams']  # no part of mnist_interrupted
+    assert_every_file_is_whole(str(tmp_path / 'checkpoint'))
+
+
+def test_a_ctrl_c_after_the_run_finished_changes_nothing(idx_dir, tmp_path):
+    """Ctrl-C after the last line ('wrote ...'), while Python exits: the run is finished and
+    whole, so it exits 0 and says nothing more (it ended with 130 and no word)."""
+    args = ['--data-dir', str(idx_dir), '--epochs', '1', '--train-limit', '100']
+    code = (f'import os, signal, sys, time\nsys.path.insert(0, {str(ROOT)!r})\n'
+            f'sys.argv = ["mnist_cnn.py"] + {args!r}\nimport mnist_cnn\n'
+            'mnist_cnn.common.run_main(mnist_cnn.main)\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.5)\n')
+    proc = python_run([ROOT / 'mnist_cnn.py'], tmp_path, script_env(tmp_path), timeout=300, code=code)
+    assert proc.returncode == 0 and proc.stderr == '', proc.stderr[-2000:]
+    assert proc.stdout.rstrip().splitlines()[-1].startswith('wrote ')
+
+
 CTRL_C_IN_THE_FINAL_EVALUATION = """
 import os, signal, sys, time
 sys.path.insert(0, {root!r})
@@ -266,7 +320,8 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
     one_error(proc, 'mnist_interrupted is the newest checkpoint of an unfinished run',
               'continue it with: python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt ')
-    assert proc.stderr.rstrip().endswith('resume.py --ckpt checkpoint/mnist_interrupted')  # ready to copy
+    assert proc.stderr.rstrip().endswith('resume.py --ckpt checkpoint/mnist_interrupted (with make: make resume '
+                                         'NPROC=2 CKPT=checkpoint/mnist_interrupted)')  # nothing to copy by mistake
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
                       '--train-limit', '40', '--overwrite', cwd=work)
     assert proc.returncode == 0, proc.stderr

@@ -108,7 +108,10 @@ def twice(name, nb):
 
 # The Interrupt button (SIGINT to the kernel) while the first batch trains, as test_faults.py sends
 # Ctrl-C to a script: the cell stops with one line, work/checkpoint/mnist_interrupted is saved.
-CTRL_C = """import os, signal
+CTRL_C = """paddle.seed(args.seed)  # step 3 and 4 again: fresh weights (a trained model is refused)
+model = build_model(cfg)
+optimizer, scheduler = build_optimizer(cfg, model.parameters())
+import os, signal
 before = signal.getsignal(signal.SIGINT)
 real_loss_and_correct = loss_and_correct
 
@@ -124,6 +127,7 @@ finally:
     loss_and_correct = real_loss_and_correct"""
 MISTAKES = ["args = common.parse_args(build_parser(), ['--epoch', '0'])",  # a misspelt flag in the first step's line
             "common.load_mnist_splits('nowhere')",  # bad data
+            "record = train(model, optimizer, scheduler, loaders, cfg)",  # the training cell again
             CTRL_C,
             "print('Ctrl-C handler given back:', signal.getsignal(signal.SIGINT) is before)",
             "del loaders  # as if step 2 had not run\nrecord = train(model, optimizer, scheduler, loaders, cfg)",
@@ -136,7 +140,7 @@ MISTAKES = ["args = common.parse_args(build_parser(), ['--epoch', '0'])",  # a m
 
 def twice_then_mistakes(name, nb):
     """twice, then a learner's mistakes in the same kernel: a misspelt flag in the first step's line,
-    bad data, the Interrupt button during training, a cell run before the one it needs, a typo, a
+    bad data, the training cell again, the Interrupt button during training, a cell run before the one it needs, a typo, a
     module's own NameError, then a cell that should still run."""
     nb = twice(name, nb)
     nb.cells += [nbformat.v4.new_code_cell(source) for source in MISTAKES]
@@ -303,23 +307,25 @@ def test_a_mistake_shows_one_sentence_and_the_kernel_lives_on(job, executed):
 
 
 def check_mistakes(folder, nb):
-    """The MISTAKES cells at the end of nb, run in folder: a misspelt flag, bad data, Ctrl-C (the
-    Interrupt button) and a cell run before the cell it needs show one line each, no traceback, and the
-    kernel lives on. Ctrl-C saved a whole checkpoint, named the argv for resume.ipynb and gave the
+    """The MISTAKES cells at the end of nb, run in folder: a misspelt flag, bad data, the training cell
+    run a second time (its model trained already: exactness), Ctrl-C (the Interrupt button) and a cell
+    run before the cell it needs show one line each, no traceback, and the kernel lives on. Ctrl-C saved a whole checkpoint, named the argv for resume.ipynb and gave the
     kernel its own Ctrl-C handler back; a typo, and a NameError raised in a module's code, keep
     Python's traceback. (make compat checks the same in
     its AI Studio stand-in, with that environment's IPython.)"""
-    flag, data, ctrl_c, handler, skipped, typo, in_module, alive = nb.cells[-len(MISTAKES):]
-    assert [[e[1] for e in errors_in(c)] for c in (flag, data, ctrl_c, handler, skipped, typo, in_module)] == \
-        [['UserError'], ['UserError'], ['Stop'], [], ['NameError'], ['NameError'], ['NameError']], errors(nb)[-6:]
+    flag, data, again, ctrl_c, handler, skipped, typo, in_module, alive = nb.cells[-len(MISTAKES):]
+    assert [[e[1] for e in errors_in(c)] for c in (flag, data, again, ctrl_c, handler, skipped, typo, in_module)] == \
+        [['UserError'], ['UserError'], ['UserError'], ['Stop'], [], ['NameError'], ['NameError'], ['NameError']], \
+        errors(nb)[-7:]
     lines = {}
-    for key, c in (('flag', flag), ('data', data), ('ctrl_c', ctrl_c), ('skipped', skipped)):
+    for key, c in (('flag', flag), ('data', data), ('again', again), ('ctrl_c', ctrl_c), ('skipped', skipped)):
         (out,) = [o for o in c.outputs if o.output_type == 'error']
         assert len(out.traceback) == 1, out.traceback  # no traceback
         lines[key] = out.traceback[0]
     assert lines['flag'] == ('error: unrecognized arguments: --epoch 0 (did you mean --epochs?); see '
                              'build_parser().print_help()')
     assert lines['data'].startswith('error: ') and 'nowhere' in lines['data']
+    assert lines['again'].startswith('error: this model has trained already: training it again would go on')
     prefix = os.path.join('work', 'checkpoint', 'mnist_interrupted')
     assert lines['ctrl_c'] == (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
                                f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"), lines['ctrl_c']
