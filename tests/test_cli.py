@@ -149,7 +149,9 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     for ext in ('json', 'pdparams', 'pdopt'):  # and a later checkpoint of another model (not named)
         shutil.copy(cnn_run['ckpt'] / f'mnist_epoch1.{ext}', tmp_path / 'ck' / f'mnist_interrupted.{ext}')
         shutil.copy(cnn_run['ckpt'] / f'mnist_epoch2.{ext}', tmp_path / 'ck' / f'mlp_epoch2.{ext}')
-    proc = run_script('resume.py', '--ckpt', 'ck/mnist_epoch0', cwd=tmp_path)
+    # (with a --compare that is missing too, as resume.ipynb's default after an interrupted first
+    # run: the checkpoint's error comes first, since it names the one to pass)
+    proc = run_script('resume.py', '--ckpt', 'ck/mnist_epoch0', '--compare', 'runs/cnn/metrics.json', cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "error: no checkpoint at ck/mnist_epoch0; the newest of its run's kind there is ck/mnist_interrupted: "
         'pass --ckpt ck/mnist_interrupted (with make: CKPT=ck/mnist_interrupted)')
