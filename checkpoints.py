@@ -117,7 +117,7 @@ def move_aside(runs, folder, refuse_unfinished):
         meta = read_meta(prefix)
         stopped = os.path.basename(prefix).endswith('_interrupted')
         if stopped or meta['next_epoch'] < meta['config']['epochs']:
-            # the command last, where a copy of it takes nothing else
+            # the command last, where a copy of it takes nothing else (workers: in backticks)
             fail(f'{prefix} is the newest checkpoint of an unfinished run; pass --overwrite to '
                  f'move it aside and start anew, or continue it with: '
                  f'{common.resume_command(prefix, meta)}')

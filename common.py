@@ -90,8 +90,10 @@ def closest_flag(parser, message):  # '... --epoch 3' -> ' (did you mean --epoch
     typed = [word.split('=')[0] for word in message.split() if word.startswith('-')]
     if '--ckpt' in typed and '--ckpt' not in flags:  # the course resumes in its training script
         return ' (to continue a run from a checkpoint: python resume.py --ckpt CHECKPOINT)'
-    close = [match for word in typed for match in difflib.get_close_matches(word, flags, n=1)
-             if not match.startswith(word + '-')]  # not --ckpt-dir for --ckpt: a flag of its own
+    close = []
+    for word in typed:  # --batch: --batch-size (the one flag it begins), else the most alike
+        longer = [flag for flag in flags if flag.startswith(word + '-')]
+        close += longer if len(longer) == 1 else difflib.get_close_matches(word, flags, n=1)
     return f' (did you mean {", ".join(dict.fromkeys(close))}?)' if close else ''
 
 
@@ -344,9 +346,11 @@ def resume_command(prefix, layout=None):  # the run's worker_layout(): the same 
         return f'python resume.py --ckpt {shell_word(prefix)}'
     launch = f'python -m paddle.distributed.launch --nproc_per_node {workers // nodes} resume.py'
     where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
-    make = (f' (with make: make resume NPROC={workers} CKPT={prefix})'  # .venv's Python, which
-            if nodes == 1 and shell_word(prefix) == prefix else '')  # a plain python may not be
-    return f'{launch} --ckpt {shell_word(prefix)}{where}{make}'
+    if nodes == 1 and shell_word(prefix) == prefix:  # make's: .venv's Python (a plain one may
+        # lack paddle, and -m cannot re-run itself with .venv's); each in backticks: two commands
+        make = f'make resume NPROC={workers} CKPT={prefix}'
+        return f'`{launch} --ckpt {prefix}` (with make: `{make}`)'
+    return f'{launch} --ckpt {shell_word(prefix)}{where}'
 
 
 def shell_word(text, windows=os.name == 'nt'):  # a path in a printed command, quoted if need be

@@ -51,11 +51,15 @@ class Tracker:
         self.handlers, self.visualdl = {}, None
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
-        if getattr(self.model, 'trained', False):  # a notebook's training cell run again
-            common.fail('this model has trained already: training it again would go on from its '
-                        'weights, not from the run\'s start; run the cells again from the one that '
-                        'builds the model (in resume.ipynb: loads it)')
-        self.model.trained = True
+        # a notebook's cells run again out of order: either would write checkpoints not the run's
+        again = '; run the cells again from step 2, a new run (in resume.ipynb: from step 3)'
+        if getattr(self.model, 'trained', False):  # set by record_batch: a step was taken
+            common.fail('this model was trained by an earlier run of this cell: training it again '
+                        'would go on from those weights' + again)
+        if {id(p) for p in getattr(self.optimizer, '_parameter_list', None) or ()} \
+                - {id(p) for p in self.model.parameters()}:
+            common.fail('the optimizer belongs to an earlier model (the model\'s cell ran again, '
+                        'the optimizer\'s did not)' + again)
         if self.cfg.get('visualdl') and self.rank == 0:
             self.visualdl = common.optional('visualdl_log', '--visualdl').Log(self.cfg)
         self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
@@ -93,7 +97,7 @@ class Tracker:
         return batch_id % self.cfg['log_every'] == 0
 
     def record_batch(self, batch_id, loss, correct, count):  # keep the loss and the accuracy
-        self.batch_id = batch_id
+        self.batch_id, self.model.trained = batch_id, True
         self.gathered = self.gather(batch_id, [float(loss), correct, count])
         self.first_gathered = batch_id + 1 - len(self.gathered)  # the batch of gathered[0]
         for i, (value, right, seen) in enumerate(self.gathered):

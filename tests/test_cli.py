@@ -105,6 +105,8 @@ def test_image_normalisation_matches_the_data(tmp_path):
     (['--epoch', '3', '--batchsize=5'], 'unrecognized arguments: --epoch 3 --batchsize=5 (did you mean --epochs, '
                                         '--batch-size?); see python '),
     (['--epoch', '3', '--epoch', '4'], 'unrecognized arguments: --epoch 3 --epoch 4 (did you mean --epochs?); '),
+    (['--batch', '50', '--log', '5'], 'unrecognized arguments: --batch 50 --log 5 (did you mean --batch-size, '
+                                      '--log-every?); '),  # the one flag each begins, not --loss
     # not --ckpt-dir (the very confusion allow_abbrev=False avoids): resuming is resume.py's
     (['--ckpt', 'checkpoint/mnist_epoch0'], 'unrecognized arguments: --ckpt checkpoint/mnist_epoch0 (to continue '
                                             'a run from a checkpoint: python resume.py --ckpt CHECKPOINT); '),

@@ -238,7 +238,7 @@ def test_one_idx_file_as_data_dir_names_its_folder(idx_dir):
 def test_the_resume_command_names_the_launcher_for_workers():
     assert common.resume_command('checkpoint/mnist_interrupted') == 'python resume.py --ckpt checkpoint/mnist_interrupted'
     assert common.resume_command('c/m', {'workers': 2}) == \
-        'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt c/m (with make: make resume NPROC=2 CKPT=c/m)'
+        '`python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt c/m` (with make: `make resume NPROC=2 CKPT=c/m`)'
     assert common.resume_command('c/m', {'workers': 16, 'nodes': 2}) == ('python -m paddle.distributed.launch '
         '--nproc_per_node 8 resume.py --ckpt c/m on each of the 2 machines, with their --nnodes and --master')
 
@@ -259,3 +259,19 @@ def test_a_printed_resume_command_gives_back_the_path_it_names(monkeypatch):
         line = common.resume_command(path)
         assert line.startswith('argv = ') and line.endswith(' in resume.ipynb'), line
         assert ast.literal_eval(line[len('argv = '):-len(' in resume.ipynb')]) == ['--ckpt', path]
+
+
+def test_compare_across_worker_counts_passes_rounding_and_fails_a_broken_resume(capsys):
+    """--compare with a reference of another number of workers: the losses follow within rounding,
+    which is no failure; but first batches that differ by more than rounding are (a wrong schedule,
+    a wrong order), however the worker counts differ."""
+    import restore
+    config = {'seed': 0}
+    reference = {'config': config, 'batch_losses': [2.3, 2.1, 1.9, 1.7, 1.5, 1.3], 'workers': 1}
+    resumed = {'config': config, 'steps_per_epoch': 3, 'first_step': 3, 'workers': 2}
+    rounded = dict(resumed, batch_losses=[1.7 + 1e-7, 1.5 - 2e-7, 1.3 + 3e-4])  # drift grows later
+    assert restore.compare_losses(rounded, reference) is True
+    assert 'not bit for bit' in capsys.readouterr().out
+    broken = dict(resumed, batch_losses=[1.7, 1.6, 1.5])
+    assert restore.compare_losses(broken, reference) is False
+    assert 'the resume itself went wrong' in capsys.readouterr().out

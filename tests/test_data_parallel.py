@@ -235,8 +235,8 @@ def test_ctrl_c_stops_every_worker_at_one_step_and_two_workers_resume_it_exactly
         assert 'Traceback' not in log and 'error:' not in log, f'rank {rank}:\n{log[-3000:]}'
         last = log.strip().splitlines()[-1]
         assert last == f'stopped; saved checkpoint/{name}.pdparams/.pdopt. Continue with: ' \
-                       f'python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt checkpoint/{name} ' \
-                       f'(with make: make resume NPROC=2 CKPT=checkpoint/{name})', \
+                       f'`python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt checkpoint/{name}` ' \
+                       f'(with make: `make resume NPROC=2 CKPT=checkpoint/{name}`)', \
             f'rank {rank}: {last}'  # the same number of workers: bit-identical
     assert 'Container failed' not in out
     reference_log = (parallel['dir'] / 'log' / 'workerlog.0').read_text()

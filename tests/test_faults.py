@@ -319,9 +319,9 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
     (work / 'checkpoint' / 'mnist_interrupted.json').write_text(json.dumps(meta))
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
     one_error(proc, 'mnist_interrupted is the newest checkpoint of an unfinished run',
-              'continue it with: python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt ')
-    assert proc.stderr.rstrip().endswith('resume.py --ckpt checkpoint/mnist_interrupted (with make: make resume '
-                                         'NPROC=2 CKPT=checkpoint/mnist_interrupted)')  # nothing to copy by mistake
+              'continue it with: `python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt ')
+    assert proc.stderr.rstrip().endswith('resume.py --ckpt checkpoint/mnist_interrupted` (with make: `make resume '
+                                         'NPROC=2 CKPT=checkpoint/mnist_interrupted`)')  # each command delimited
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
                       '--train-limit', '40', '--overwrite', cwd=work)
     assert proc.returncode == 0, proc.stderr

@@ -128,6 +128,8 @@ finally:
 MISTAKES = ["args = common.parse_args(build_parser(), ['--epoch', '0'])",  # a misspelt flag in the first step's line
             "common.load_mnist_splits('nowhere')",  # bad data
             "record = train(model, optimizer, scheduler, loaders, cfg)",  # the training cell again
+            # the model's cell again, not the optimizer's: the optimizer holds the earlier model's weights
+            "paddle.seed(args.seed)\nmodel = build_model(cfg)\nrecord = train(model, optimizer, scheduler, loaders, cfg)",
             CTRL_C,
             "print('Ctrl-C handler given back:', signal.getsignal(signal.SIGINT) is before)",
             "del loaders  # as if step 2 had not run\nrecord = train(model, optimizer, scheduler, loaders, cfg)",
@@ -308,24 +310,29 @@ def test_a_mistake_shows_one_sentence_and_the_kernel_lives_on(job, executed):
 
 def check_mistakes(folder, nb):
     """The MISTAKES cells at the end of nb, run in folder: a misspelt flag, bad data, the training cell
-    run a second time (its model trained already: exactness), Ctrl-C (the Interrupt button) and a cell
+    run a second time (its model trained already: exactness), the model's cell run again but not the
+    optimizer's, Ctrl-C (the Interrupt button) and a cell
     run before the cell it needs show one line each, no traceback, and the kernel lives on. Ctrl-C saved a whole checkpoint, named the argv for resume.ipynb and gave the
     kernel its own Ctrl-C handler back; a typo, and a NameError raised in a module's code, keep
     Python's traceback. (make compat checks the same in
     its AI Studio stand-in, with that environment's IPython.)"""
-    flag, data, again, ctrl_c, handler, skipped, typo, in_module, alive = nb.cells[-len(MISTAKES):]
-    assert [[e[1] for e in errors_in(c)] for c in (flag, data, again, ctrl_c, handler, skipped, typo, in_module)] == \
-        [['UserError'], ['UserError'], ['UserError'], ['Stop'], [], ['NameError'], ['NameError'], ['NameError']], \
-        errors(nb)[-7:]
+    flag, data, again, old_optimizer, ctrl_c, handler, skipped, typo, in_module, alive = nb.cells[-len(MISTAKES):]
+    cells = (flag, data, again, old_optimizer, ctrl_c, handler, skipped, typo, in_module)
+    assert [[e[1] for e in errors_in(c)] for c in cells] == [['UserError']] * 4 + [['Stop'], []] + [['NameError']] * 3, \
+        errors(nb)[-8:]
     lines = {}
-    for key, c in (('flag', flag), ('data', data), ('again', again), ('ctrl_c', ctrl_c), ('skipped', skipped)):
+    for key, c in (('flag', flag), ('data', data), ('again', again), ('old_optimizer', old_optimizer),
+                   ('ctrl_c', ctrl_c), ('skipped', skipped)):
         (out,) = [o for o in c.outputs if o.output_type == 'error']
         assert len(out.traceback) == 1, out.traceback  # no traceback
         lines[key] = out.traceback[0]
     assert lines['flag'] == ('error: unrecognized arguments: --epoch 0 (did you mean --epochs?); see '
                              'build_parser().print_help()')
     assert lines['data'].startswith('error: ') and 'nowhere' in lines['data']
-    assert lines['again'].startswith('error: this model has trained already: training it again would go on')
+    assert lines['again'] == ('error: this model was trained by an earlier run of this cell: training it again '
+                              'would go on from those weights; run the cells again from step 2, a new run (in '
+                              'resume.ipynb: from step 3)')
+    assert lines['old_optimizer'].startswith("error: the optimizer belongs to an earlier model (the model's cell ran")
     prefix = os.path.join('work', 'checkpoint', 'mnist_interrupted')
     assert lines['ctrl_c'] == (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
                                f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"), lines['ctrl_c']

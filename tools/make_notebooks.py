@@ -220,8 +220,8 @@ def notebook_cells(name):
     generated = (f'*Generated from `{module}.py` by `tools/make_notebooks.py`: to change it, edit the script '
                  f'and run `make notebooks`. 本 notebook 由脚本自动生成,请修改脚本而不是 notebook。*')
     how = ('**Run / 运行**: Run All, or run the cells one by one and read each output under its cell; '
-           'to try a change (the model, the optimizer, the rate), edit its section and run on from step 2 (a new run: '
-           'new checkpoints) or step 3 (fresh weights). '
+           'to try a change (the model, the optimizer, the rate), edit its section and run on from step 2 (a new run, '
+           'with checkpoints of its own). '
            '可以“全部运行”,也可以逐个运行单元格,在每个单元格下查看输出。')
     data = HOUSING_DATA if module == 'housing' else MNIST_DATA
     cells = [markdown('intro', f'# `{module}.py`\n\n{doc.strip()}\n\n{prose}\n\n{data}\n\n{how}\n\n{generated}')]
