@@ -1,120 +1,22 @@
-"""What the stage scripts share: command-line helpers, data (三), a run's settings, device (七).
-No PaddlePaddle import at the top (select_device imports it): the numpy chapters need numpy only."""
-import argparse
-import difflib
+"""What the stage scripts share: data (三), a run's settings, device (七); the command line's
+helpers are flags.py's, passed on here (common.parse_args, common.positive_int, ...). No
+PaddlePaddle import at the top (select_device imports it): the numpy chapters need numpy only."""
 import glob
 import gzip
 import hashlib
 import json
 import math
 import os
-import re
-import shlex
-import sys
 import uuid
 
 import numpy as np
 
 import downloads
 from errors import Stopped, UserError, fail, optional, run_main  # noqa: F401 (used as common.*)
-from startup import in_kernel as in_notebook
-
-# ---- command line -----------------------------------------------------------------------------
-
-def number(kind, low, strict):  # an argparse type: a finite int/float above (strict) or >= low
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            what = 'whole number' if kind is int else 'number'
-            raise argparse.ArgumentTypeError(f'expected a {what}, got {text!r}')
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            finite = 'a finite number ' if kind is float else ''
-            relation = 'greater than' if strict else '>='
-            raise argparse.ArgumentTypeError(f'must be {finite}{relation} {low}, got {text}')
-        return value
-    return parse
-
-
-positive_int, non_negative_int = number(int, 0, True), number(int, 0, False)
-positive_float, non_negative_float = number(float, 0, True), number(float, 0, False)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):  # --help: no "(default: None)"
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
-    add = parser.add_argument
-    add('--data-dir', help='folder with the four MNIST idx files or mnist.json.gz, or that file '
-                           + ('(default: the first of ./work/, ./, AI Studio\'s data/data*/ that '
-                              'has them, else PaddlePaddle\'s cache, downloading there)' if new_run
-                              else '(default: the data the checkpoint\'s run trained on)'))
-    add('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='auto: a GPU if any')
-    add('--out', default=kept(out), help='run folder: metrics.json, plots, the final model')
-    add('--ckpt-dir', default=ckpt_dir and kept(ckpt_dir), help='the per-epoch checkpoints')
-    if new_run:  # resume.py takes these from the checkpoint
-        add('--overwrite', action='store_true', help='also move aside an unfinished earlier run')
-        add('--train-limit', type=positive_int, help='train on the first N training images only')
-        add('--predict', metavar='IMAGE', help='classify one PNG/JPG digit with the model trained '
-                                               'into --out (or --model), then stop')
-        add('--model', help='model file for --predict (default: <out>/model.pdparams)')
-    add('--log-every', type=positive_int, default=100, help='a progress line every N batches')
-    add('--visualdl', metavar='DIR', help='also log loss and accuracy for VisualDL into DIR')
-
-
-def kept(path):  # in a notebook, under work/: the folder AI Studio keeps across restarts
-    here = os.path.basename(os.path.abspath('.'))
-    return os.path.join('work', path) if in_notebook() and here != 'work' else path
-
-
-def parse_args(parser, argv=None):
-    """The flags; a bad one is one `error:` line (with the closest flag for a typo), exit 2."""
-    parser.allow_abbrev = False  # --ckpt is not silently --ckpt-dir
-    if in_notebook():
-        return parse_in_notebook(parser, argv)
-
-    def error(message):  # instead of argparse's usage lines, then its message
-        print(f'error: {message}{closest_flag(parser, message)}; see python '
-              f'{shell_word(sys.argv[0])} --help', file=sys.stderr)
-        raise SystemExit(2)
-    parser.error = error
-    return parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-
-
-def closest_flag(parser, message):  # '... --epoch 3' -> ' (did you mean --epochs?)'
-    if not message.startswith('unrecognized arguments'):
-        return ''
-    flags = [flag for action in parser._actions for flag in action.option_strings]
-    typed = [word.split('=')[0] for word in message.split() if word.startswith('-')]
-    if '--ckpt' in typed and '--ckpt' not in flags:  # the course resumes in its training script
-        return ' (to continue a run from a checkpoint: python resume.py --ckpt CHECKPOINT)'
-    close = []
-    for word in typed:  # --batch: --batch-size (the one flag it begins), else the most alike
-        longer = [flag for flag in flags if flag.startswith(word + '-')]
-        close += longer if len(longer) == 1 else difflib.get_close_matches(word, flags, n=1)
-    return f' (did you mean {", ".join(dict.fromkeys(close))}?)' if close else ''
-
-
-def parse_in_notebook(parser, argv):
-    """No flags by default (the kernel's own are not the script's), and a bad flag is one `error:`
-    line (argparse's exit shows as a traceback there, or crashes IPython 8.18)."""
-    parser.prog = 'main()'
-
-    def error(message):
-        fail(f'{message}{closest_flag(parser, message)}; see build_parser().print_help()')
-
-    def exit(status=0, message=None):  # after --help: no SystemExit in the kernel
-        raise Stopped(message or '')
-    parser.error, parser.exit = error, exit
-    args = parser.parse_args([] if argv is None else list(argv))
-    where = [f'{k} {v}' for k, v in (('--out', getattr(args, 'out', None)),
-                                     ('--ckpt-dir', getattr(args, 'ckpt_dir', None))) if v]
-    if where and kept('x') != 'x':
-        print(f'note: in a notebook outputs go under work/, which AI Studio keeps across '
-              f'restarts: {", ".join(where)}')
-    return args
+from flags import (HelpFormatter, add_run_args, kept, non_negative_float,  # noqa: F401 (the same)
+                   non_negative_int, parse_args, positive_float, positive_int, resume_command,
+                   shell_word)
+from startup import in_kernel as in_notebook  # noqa: F401 (used as common.in_notebook)
 
 
 # ---- 三 data: MNIST from the four idx files or the tutorial's mnist.json.gz --------------------
@@ -337,34 +239,12 @@ def fingerprint(*arrays):  # so that a resumed run can prove it trains on the sa
 
 # ---- 七 device and data-parallel workers -------------------------------------------------------
 
-def resume_command(prefix, layout=None):  # the run's worker_layout(): the same resumes exactly
-    if in_notebook():
-        return f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"
-    layout = layout or {}
-    workers, nodes = layout.get('workers', 1), layout.get('nodes', 1)
-    if workers == 1:
-        return f'python resume.py --ckpt {shell_word(prefix)}'
-    launch = f'python -m paddle.distributed.launch --nproc_per_node {workers // nodes} resume.py'
-    where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
-    if nodes == 1 and shell_word(prefix) == prefix:  # make's: .venv's Python (a plain one may
-        # lack paddle, and -m cannot re-run itself with .venv's); each in backticks: two commands
-        make = f'make resume NPROC={workers} CKPT={prefix}'
-        return f'`{launch} --ckpt {prefix}` (with make: `{make}`)'
-    return f'{launch} --ckpt {shell_word(prefix)}{where}'
-
-
-def shell_word(text, windows=os.name == 'nt'):  # a path in a printed command, quoted if need be
-    if windows:  # cmd and PowerShell: in double quotes (no Windows path holds one)
-        return f'"{text}"' if re.search(r'[^\w\\/:.-]', text) else text
-    return shlex.quote(text)
-
-
 def rank_and_world():  # (this worker's rank, the number of workers): (0, 1) without the launcher
     return (int(os.environ.get('PADDLE_TRAINER_ID', 0)),
             int(os.environ.get('PADDLE_TRAINERS_NUM', 1)))
 
 
-def worker_layout():  # what a checkpoint records so that resume_command can name the same launch
+def worker_layout():  # what a checkpoint records, so that resume_command names the same launch
     return {'workers': rank_and_world()[1], 'nodes': int(os.environ.get('PADDLE_NNODES', 1))}
 
 

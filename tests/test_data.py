@@ -12,6 +12,7 @@ import pytest
 
 import common
 import fixtures
+import flags
 import parallel
 
 
@@ -254,7 +255,7 @@ def test_a_printed_resume_command_gives_back_the_path_it_names(monkeypatch):
     assert [common.shell_word(p, windows=True) for p in (*paths, 'R&D\\ck', 'C:\\ck\\mnist_epoch0')] == [
         '"my checkpoints/mnist_interrupted"', '"it\'s here/mnist_epoch0"', 'C:\\new\\mnist_epoch0', '"R&D\\ck"',
         'C:\\ck\\mnist_epoch0']
-    monkeypatch.setattr(common, 'in_notebook', lambda: True)
+    monkeypatch.setattr(flags, 'in_notebook', lambda: True)  # resume_command's own
     for path in paths:
         line = common.resume_command(path)
         assert line.startswith('argv = ') and line.endswith(' in resume.ipynb'), line
