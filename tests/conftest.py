@@ -31,9 +31,10 @@ THREAD_SETTINGS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS',
 def script_env(home):
     env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}
     env['HOME'] = str(home)  # PaddlePaddle's data cache (~/.cache/paddle) is empty here
-    # OpenMP threads sleep at once when idle instead of spinning 200 ms: the two pytest processes
-    # of `make test` share 2 cores (scheduling only: the same results)
-    env['KMP_BLOCKTIME'] = '0'
+    # OpenMP threads sleep at once when idle instead of spinning (Intel's runtime 200 ms, GNU's
+    # a while): the two pytest processes of `make test` share 2 cores (scheduling only: the same
+    # number of threads, the same results)
+    env['KMP_BLOCKTIME'], env['OMP_WAIT_POLICY'] = '0', 'PASSIVE'
     # Any download attempt fails at once (a closed local port), as on a machine without network.
     for var in ('HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy', 'ALL_PROXY'):
         env[var] = 'http://127.0.0.1:9'
