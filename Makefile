@@ -38,7 +38,7 @@ RESULTS_FLAGS = $(strip $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(HOUSING_
 LAUNCH = $(PY)$(if $(NPROC), -m paddle.distributed.launch --nproc_per_node $(NPROC) --log_dir log)
 
 .DEFAULT_GOAL := help
-.PHONY: help install all cnn resume tutorial-resume data-json housing linear mlp notebooks bench bench-env lint test golden compat clean
+.PHONY: help install all cnn resume tutorial-resume data-json housing linear mlp notebooks bench bench-env lint test test-whole golden compat clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -103,16 +103,24 @@ lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (r
 # `make test` runs the tests in two pytest processes side by side (halves of about equal time):
 # on 2 cores two at once take about half as long.
 # The first half's output follows the second's; the target fails if either half fails or runs no
-# test. Left out: tests/test_bench.py (`make bench` runs it) and the `install` test (.ci/run runs it).
-TESTS_FIRST_HALF = tests/test_readme.py tests/test_results.py tests/test_notebooks.py tests/test_golden.py \
-	tests/test_reliability.py tests/test_resume_golden.py tests/test_data.py tests/test_python_versions.py
-PYTEST = $(PY) -m pytest -q -rs -m "not install" $(PYTEST_ARGS)  # e.g. make test PYTEST_ARGS=--durations=30
-
-test: lint  ## lint, then the tests (offline, synthetic data, ~6.5 min on 2 cores; installs requirements-test.txt)
-	@log=$$(mktemp); ($(PYTEST) $(TESTS_FIRST_HALF) > $$log 2>&1; echo $$? >> $$log.rc) & \
-	$(PYTEST) tests --ignore=tests/test_bench.py $(addprefix --ignore=,$(TESTS_FIRST_HALF)); second=$$?; \
-	wait; echo "---- $(TESTS_FIRST_HALF)"; cat $$log; first=$$(cat $$log.rc); rm -f $$log $$log.rc; \
+# test. Left out for their time (`make test-whole` runs them; .ci/run runs both targets): the
+# whole-README and whole-course walks and the install from nothing; tests/test_bench.py (`make bench`).
+TESTS_FIRST_HALF = tests/test_notebooks.py tests/test_golden.py tests/test_reliability.py \
+	tests/test_resume_golden.py tests/test_faults.py tests/test_kill_points.py tests/test_data.py \
+	tests/test_python_versions.py tests/test_readme.py
+PYTEST = $(PY) -m pytest -q -rs $(PYTEST_ARGS)  # e.g. make test PYTEST_ARGS=--durations=30
+# two pytest processes at once: $(call halves,FIRST HALF'S ARGUMENTS,THE OTHER HALF'S ARGUMENTS)
+halves = @log=$$(mktemp); ($(PYTEST) $(1) > $$log 2>&1; echo $$? >> $$log.rc) & \
+	$(PYTEST) $(2); second=$$?; \
+	wait; echo "---- $(1)"; cat $$log; first=$$(cat $$log.rc); rm -f $$log $$log.rc; \
 	test "$$first" = 0 && test "$$second" = 0
+QUICK = -m "not install and not whole"
+
+test: lint  ## lint, then the tests (offline, synthetic data, ~5 min on 2 cores; installs requirements-test.txt)
+	$(call halves,$(QUICK) $(TESTS_FIRST_HALF),$(QUICK) tests --ignore=tests/test_bench.py $(addprefix --ignore=,$(TESTS_FIRST_HALF)))
+
+test-whole: $(TEST_STAMP)  ## what make test leaves out for its time: the README's commands in order, make all FAST=1, make install from nothing (~2 min; CI runs it)
+	$(call halves,-m whole tests/test_readme.py,-m "whole or install" tests/test_results.py tests/test_readme.py::test_make_builds_the_venv_from_nothing)
 
 compat: $(TEST_STAMP)  ## Python 3.9-3.13 pinned, PaddlePaddle 2.6.2/3.0.0/3.2.2 on 3.10: train, resume ==, predict, golden (~6 min + installs); then an AI Studio stand-in, tests/compat_aistudio.py: mnist_cnn.ipynb + resume.ipynb in 3.10 venvs of only AI Studio's packages, paddle 3.2.2/2.6.2 (~3 min + installs)
 	$(PY) tests/compat.py; first=$$?; $(PY) tests/compat_aistudio.py && exit $$first

@@ -284,4 +284,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'install: builds a .venv from the package index, minutes; `make test` '
-                                       'deselects it (-m "not install"), .ci/run runs it')
+                                       'deselects it, `make test-whole` (and so .ci/run) runs it')
+    config.addinivalue_line('markers', 'whole: the whole course or the whole README end to end, minutes of fresh '
+                                       'processes; `make test` deselects it, `make test-whole` (and so .ci/run) runs it')

@@ -232,6 +232,7 @@ CHECKS = {  # README command (the data folder as FIXTURE_DATA) -> what it promis
 }
 
 
+@pytest.mark.whole  # about 1.5 minutes of fresh processes: `make test-whole` runs it, `make test` leaves it out
 @pytest.mark.skipif(not (ROOT / '.venv').is_dir() or shutil.which('make') is None or shutil.which('git') is None,
                     reason='needs ./.venv (make test makes it), make and git')
 def test_every_readme_command_runs_in_order(tmp_path):
@@ -317,7 +318,7 @@ def test_make_builds_the_venv_from_nothing(tmp_path):
     only network this needs); every pin that applies to that Python is what got installed; that
     .venv's Python trains the CNN for an epoch; `make install` again has nothing to do, and
     `make cnn` trains without installing anything; once requirements.txt is newer, it has again. Slow (a fresh PaddlePaddle install): `make test`
-    leaves it to `.ci/run` (`-m install`)."""
+    leaves it to `make test-whole` (`-m install`), which .ci/run runs."""
     copy = fresh_copy(tmp_path, venv=False)
     env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}  # pip reaches the index
     env.pop('VIRTUAL_ENV', None)

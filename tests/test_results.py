@@ -2,11 +2,13 @@
 import os
 
 import numpy as np
+import pytest
 
 import fixtures
 import results
 
 
+@pytest.mark.whole  # about a minute: `make test-whole` runs it, `make test` leaves it out
 def test_make_all_fast_pipeline(tmp_path):
     """results.py --fast end to end: every stage runs; resume.py matches every batch and the tutorial's
     resume does not; the course's mnist.json.gz written from the idx files trains to the same losses.
