@@ -4,7 +4,7 @@
    on a fresh copy of the project (the files git tracks), with the synthetic fixture as the data:
    the idx files and housing.data in ./work/ (where the scripts look first) and the fixture's folder
    wherever the README names a data folder. `python` on the PATH is a Python without PaddlePaddle
-   when there is one, as in a learner's new shell. A command too slow for `make test`, or one that
+   when there is one, as in a learner's new shell. A command too slow to run here, or one that
    only runs on Windows or a GPU, is listed in SKIPPED with its reason, and one the README repeats
    (the Chinese quick start) runs once; none is dropped silently: the test prints each skip.
 2. Every file, `make` target and flag the README names exists (flags: each script's --help).
@@ -27,7 +27,7 @@ from conftest import ROOT, THREAD_SETTINGS, script_env
 
 README = (ROOT / 'README.md').read_text(encoding='utf-8')
 
-# command (as written in the README) -> why `make test` does not run it
+# command (as written in the README) -> why this test does not run it
 SKIPPED = {
     'make test': 'it is this test suite',
     'make all FAST=1': 'the whole course on 1,000 images, minutes: test_results.py runs tools/results.py --fast',
@@ -234,7 +234,7 @@ CHECKS = {  # README command (the data folder as FIXTURE_DATA) -> what it promis
 
 @pytest.mark.whole  # about 1.5 minutes of fresh processes: `make test-whole` runs it, `make test` leaves it out
 @pytest.mark.skipif(not (ROOT / '.venv').is_dir() or shutil.which('make') is None or shutil.which('git') is None,
-                    reason='needs ./.venv (make test makes it), make and git')
+                    reason='needs ./.venv (make test or make test-whole makes it), make and git')
 def test_every_readme_command_runs_in_order(tmp_path):
     copy, env = fresh_copy(tmp_path), learner_env(tmp_path)
     data = tmp_path / 'fixture-mnist'
@@ -318,7 +318,7 @@ def test_make_builds_the_venv_from_nothing(tmp_path):
     only network this needs); every pin that applies to that Python is what got installed; that
     .venv's Python trains the CNN for an epoch; `make install` again has nothing to do, and
     `make cnn` trains without installing anything; once requirements.txt is newer, it has again. Slow (a fresh PaddlePaddle install): `make test`
-    leaves it to `make test-whole` (`-m install`), which .ci/run runs."""
+    leaves it to `make test-whole`, which .ci/run runs."""
     copy = fresh_copy(tmp_path, venv=False)
     env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}  # pip reaches the index
     env.pop('VIRTUAL_ENV', None)
