@@ -56,6 +56,11 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 	touch $(TEST_STAMP)
 
 install: $(STAMP)  ## create or update .venv from requirements.txt
+	@if [ "$(origin PYTHON)" = "command line" ]; then \
+	have=$$($(PY) -c 'import platform; print(platform.python_version())'); \
+	want=$$($(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null); \
+	test "$$have" = "$$want" || echo "note: .venv exists with Python $$have, so PYTHON=$(PYTHON)" \
+	"(Python $${want:-not found}) changed nothing; to switch: rm -rf .venv, then make install PYTHON=$(PYTHON)"; fi
 
 all: $(STAMP)  ## every stage with the tutorial's settings -> results/RESULTS.md + figures (FAST=1: minutes)
 	$(PY) tools/results.py $(RESULTS_FLAGS)

@@ -174,3 +174,25 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     assert f'the training data at {other} differs from the data' in proc.stderr
     assert 'pass --data-dir with the original data' in proc.stderr and not (tmp_path / 'o').exists()
 
+
+
+@pytest.mark.skipif(shutil.which('make') is None or shutil.which('git') is None, reason='needs make and git')
+def test_make_install_says_when_another_python_changes_nothing(tmp_path):
+    """`make install PYTHON=...` with .venv there already keeps .venv as it is (the README: delete
+    .venv first to switch); one note says so, naming both Pythons, not make's silent "Nothing to be
+    done"."""
+    import subprocess
+    import sys
+    from test_readme import fresh_copy
+    copy = fresh_copy(tmp_path)  # the real .venv linked, requirements older than it: no install
+    other = tmp_path / 'python3.99'  # stands for another interpreter: only its version is asked
+    other.write_text('#!/bin/sh\necho 3.99.0\n')
+    other.chmod(0o755)
+    here = '.'.join(map(str, sys.version_info[:3]))
+    for python, note in ((None, False), (getattr(sys, '_base_executable', sys.executable), False), (other, True)):
+        proc = subprocess.run(['make', 'install'] + ([f'PYTHON={python}'] if python else []), cwd=copy,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0 and 'pip install' not in proc.stdout, proc.stdout + proc.stderr
+        expected = (f'note: .venv exists with Python {here}, so PYTHON={other} (Python 3.99.0) changed nothing; '
+                    f'to switch: rm -rf .venv, then make install PYTHON={other}')
+        assert (expected in proc.stdout) == note, (python, proc.stdout)
