@@ -94,7 +94,8 @@ def main(argv=None):
     restore.load_model(model, prefix + '.pdparams')
     restore.load_optimizer(optimizer, prefix + '.pdopt')
     print(f'resuming {prefix} (run {meta["run_id"]}) at epoch {meta["next_epoch"]}, batch '
-          f'{meta["next_batch"]}; training to epoch {cfg["epochs"] - 1}')
+          f'{meta["next_batch"]}; training through epoch {cfg["epochs"] - 1}, the last of '
+          f'{cfg["epochs"]}')
     # 4. train on from there with the script's own loop, evaluate and save
     record = script.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     metrics = script.finish(model, loaders, cfg, record, device, {'resumed_from': prefix})
