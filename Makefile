@@ -44,6 +44,18 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT NPROC (e.g. make cnn DATA_DIR=path/to/mnist NPROC=2)"
 
+# PYTHON=... picks the Python that makes .venv; with .venv there already it changes nothing: said
+# (a recipe on `install` would make it never up to date for `make -q`)
+ifeq ($(origin PYTHON),command line)
+ifneq ($(wildcard $(PY)),)
+VENV_VERSION := $(shell $(PY) -c 'import platform; print(platform.python_version())')
+ASKED_VERSION := $(shell $(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null)
+ifneq ($(VENV_VERSION),$(ASKED_VERSION))
+$(info note: .venv exists with Python $(VENV_VERSION), so PYTHON=$(PYTHON) (Python $(or $(ASKED_VERSION),not found)) changes nothing; to switch: rm -rf .venv, then make install PYTHON=$(PYTHON))
+endif
+endif
+endif
+
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 13) else \
 		f"error: $(PYTHON) is Python {v[0]}.{v[1]}; these scripts support Python 3.9 to 3.13 (PaddlePaddle 3.3.1 has no wheels for others): make install PYTHON=python3.12, say")'
@@ -56,11 +68,6 @@ $(TEST_STAMP): $(STAMP) requirements-test.txt
 	touch $(TEST_STAMP)
 
 install: $(STAMP)  ## create or update .venv from requirements.txt
-	@if [ "$(origin PYTHON)" = "command line" ]; then \
-	have=$$($(PY) -c 'import platform; print(platform.python_version())'); \
-	want=$$($(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null); \
-	test "$$have" = "$$want" || echo "note: .venv exists with Python $$have, so PYTHON=$(PYTHON)" \
-	"(Python $${want:-not found}) changed nothing; to switch: rm -rf .venv, then make install PYTHON=$(PYTHON)"; fi
 
 all: $(STAMP)  ## every stage with the tutorial's settings -> results/RESULTS.md + figures (FAST=1: minutes)
 	$(PY) tools/results.py $(RESULTS_FLAGS)

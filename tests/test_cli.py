@@ -180,7 +180,7 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
 def test_make_install_says_when_another_python_changes_nothing(tmp_path):
     """`make install PYTHON=...` with .venv there already keeps .venv as it is (the README: delete
     .venv first to switch); one note says so, naming both Pythons, not make's silent "Nothing to be
-    done"."""
+    done". `make -q install` stays true to make: 0 when nothing is to be done."""
     import subprocess
     import sys
     from test_readme import fresh_copy
@@ -193,6 +193,7 @@ def test_make_install_says_when_another_python_changes_nothing(tmp_path):
         proc = subprocess.run(['make', 'install'] + ([f'PYTHON={python}'] if python else []), cwd=copy,
                               capture_output=True, text=True)
         assert proc.returncode == 0 and 'pip install' not in proc.stdout, proc.stdout + proc.stderr
-        expected = (f'note: .venv exists with Python {here}, so PYTHON={other} (Python 3.99.0) changed nothing; '
+        expected = (f'note: .venv exists with Python {here}, so PYTHON={other} (Python 3.99.0) changes nothing; '
                     f'to switch: rm -rf .venv, then make install PYTHON={other}')
         assert (expected in proc.stdout) == note, (python, proc.stdout)
+        assert subprocess.run(['make', '-q', 'install'], cwd=copy).returncode == 0
