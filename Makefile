@@ -44,22 +44,31 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 	@echo "  variables: DATA_DIR HOUSING_DATA EPOCHS SEED DEVICE ARGS CKPT NPROC (e.g. make cnn DATA_DIR=path/to/mnist NPROC=2)"
 
-# PYTHON=... picks the Python that makes .venv; with .venv there already it changes nothing: said
-# (a recipe on `install` would make it never up to date for `make -q`)
+# PYTHON=... picks the Python that makes .venv; with .venv there already it changes nothing, and
+# one note says so when the Makefile is read (a recipe on `install` would make it never up to date
+# for `make -q`). bench-env uses PYTHON for .venv-torch: no note there.
 ifeq ($(origin PYTHON),command line)
 ifneq ($(wildcard $(PY)),)
-VENV_VERSION := $(shell $(PY) -c 'import platform; print(platform.python_version())')
-ASKED_VERSION := $(shell $(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null)
-ifneq ($(VENV_VERSION),$(ASKED_VERSION))
-$(info note: .venv exists with Python $(VENV_VERSION), so PYTHON=$(PYTHON) (Python $(or $(ASKED_VERSION),not found)) changes nothing; to switch: rm -rf .venv, then make install PYTHON=$(PYTHON))
+ifneq ($(filter-out bench-env,$(MAKECMDGOALS)),)
+VENV_VERSION := $(or $(shell $(PY) -c 'import platform; print(platform.python_version())' 2>/dev/null),unknown)
+ASKED := $(shell $(PYTHON) -c 'import platform, sys; print(platform.python_version(), \
+	"supported" if (3, 9) <= sys.version_info[:2] <= (3, 13) else "unsupported")' 2>/dev/null)
+ifneq ($(VENV_VERSION),$(word 1,$(ASKED)))
+ifeq ($(word 2,$(ASKED)),supported)
+$(info note: .venv exists with Python $(VENV_VERSION), so PYTHON=$(PYTHON) (Python $(word 1,$(ASKED))) changes nothing; to switch: rm -rf .venv, then make install PYTHON=$(PYTHON))
+else
+$(info note: .venv exists with Python $(VENV_VERSION) and is used as it is; PYTHON=$(PYTHON) is $(if $(ASKED),Python $(word 1,$(ASKED)),no Python found here), not a Python 3.9 to 3.13 to switch to)
+endif
+endif
 endif
 endif
 endif
 
+# .venv there already (requirements.txt newer): updated with its own Python, never remade over it
 $(STAMP): requirements.txt
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 13) else \
+	@test -x $(PY) || $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 13) else \
 		f"error: $(PYTHON) is Python {v[0]}.{v[1]}; these scripts support Python 3.9 to 3.13 (PaddlePaddle 3.3.1 has no wheels for others): make install PYTHON=python3.12, say")'
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
 
