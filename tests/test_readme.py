@@ -343,6 +343,12 @@ def test_make_builds_the_venv_from_nothing(tmp_path):
     os.utime(copy / 'requirements.txt', (later, later))
     stale = subprocess.run(['make', '-q', 'install', f'PYTHON={base}'], cwd=copy, env=env)
     assert stale.returncode == 1, 'a requirements.txt newer than .venv does not make make install again'
+    # then another PYTHON= updates .venv with .venv's own Python, never `PYTHON -m venv` over it
+    fake, remade = tmp_path / 'python3.12', tmp_path / 'remade'  # fake: stands for another Python
+    fake.write_text(f'#!/bin/sh\n[ "$1" = -m ] && touch {remade}\necho 3.12.99 supported\n')
+    fake.chmod(0o755)
+    update = subprocess.run(['make', 'install', f'PYTHON={fake}'], cwd=copy, env=env, capture_output=True, text=True)
+    assert update.returncode == 0 and 'pip install' in update.stdout and not remade.exists(), update.stdout
 
 
 # ---- every name the README uses exists ----------------------------------------------------------
