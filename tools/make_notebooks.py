@@ -119,7 +119,8 @@ def helper_cells(script, extras):
 def names_made(source):
     """The names a cell's code surely makes: its top-level assignments, defs, classes and imports.
     Not those of an if, for, with or try (a branch may not run: mnist_numpy's loop variables,
-    housing's per-method names), nor a function's own. None for IPython's own syntax (%pip ...)."""
+    housing's per-method names), nor a function's own. No names (an empty list) for IPython's own
+    syntax (%pip ...)."""
     try:
         body = ast.parse(source).body
     except SyntaxError:
