@@ -4,6 +4,8 @@ NAME_epoch{N}.json (the run's settings, where to continue, both files' sha256), 
 json that verifies means a complete checkpoint whose files belong together. (restore.py reads them.)
 """
 import contextlib
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -22,18 +24,18 @@ def save(prefix, model, optimizer, meta):  # data-parallel: rank 0 writes (all h
     if common.rank_and_world()[0] != 0:
         return prefix
     states = {'pdparams': model.state_dict()}
-    # another run's checkpoint here: made absent first, never half-replaced
-    old = verified(prefix) if os.path.isfile(prefix + '.json') else None
-    if old and old.get('config', {}).get('run_id') != meta.get('config', {}).get('run_id'):
-        os.remove(prefix + '.json')
     if optimizer is not None:
         states['pdopt'] = optimizer.state_dict()
+    files = {ext: as_bytes(state) for ext, state in states.items()}
+    hashes = {ext: hashlib.sha256(data).hexdigest() for ext, data in files.items()}
+    # other bytes in place of a whole checkpoint (another run's, or another machine's last bits):
+    # its json goes first, so a kill midway leaves it absent, never its json beside other files
+    old = verified(prefix) if os.path.isfile(prefix + '.json') else None
+    if old and old['files'] != hashes:
+        os.remove(prefix + '.json')
     try:
-        for ext, state in states.items():
-            with warnings.catch_warnings():  # plain SGD has no state: paddle warns, we want a file
-                warnings.filterwarnings('ignore', message='The input state dict is empty')
-                atomic_write(f'{prefix}.{ext}', lambda tmp, state=state: paddle.save(state, tmp))
-        hashes = {ext: file_hash(f'{prefix}.{ext}') for ext in states}
+        for ext, data in files.items():
+            atomic_write(f'{prefix}.{ext}', lambda tmp, data=data: write_bytes(tmp, data))
         write_json(prefix + '.json', dict(meta, format=FORMAT, files=hashes))
     except (UserError, KeyboardInterrupt):  # a full disk, or a second Ctrl-C mid-save: a prefix
         # whose json no longer verifies is no checkpoint, so its files go
@@ -42,6 +44,19 @@ def save(prefix, model, optimizer, meta):  # data-parallel: rank 0 writes (all h
                 os.remove(f'{prefix}.{ext}')
         raise
     return prefix
+
+
+def as_bytes(state):  # paddle.save's bytes, as in the file; plain SGD's empty state too
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # paddle warns that there is nothing to save: we want a file
+        warnings.filterwarnings('ignore', message='The input state dict is empty')
+        paddle.save(state, buffer)
+    return buffer.getvalue()
+
+
+def write_bytes(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
 
 
 def verified(prefix):

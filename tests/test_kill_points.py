@@ -234,6 +234,37 @@ def test_a_kill_while_a_resumed_run_saves_a_good_checkpoint_again(reference, idx
     a_new_run_removes_the_dead_runs_temporaries(work, idx_dir, dead)
 
 
+def test_a_kill_while_other_bytes_replace_a_checkpoint_of_the_same_run_leaves_it_whole_or_absent(
+        reference, tmp_path):
+    """The same run's mnist_epoch1 saved again with other bytes (here: resumed from an mnist_epoch0
+    whose weights were changed, as another machine's last bits would): a kill at each point of the
+    save leaves the old mnist_epoch1 whole or absent, never its json beside another run's files.
+    (It failed before checkpoints.save compared the new files' sha256 with the old json's.)"""
+    import paddle
+    from safe_files import file_hash
+    work, ckpt = tmp_path, tmp_path / 'checkpoint'
+    shutil.copytree(reference / 'checkpoint', ckpt, ignore=shutil.ignore_patterns('mnist_epoch2.*', '.lock*'))
+    start = str(ckpt / 'mnist_epoch0')
+    weights = paddle.load(start + '.pdparams')
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1e-3
+    paddle.save(weights, start + '.pdparams')
+    meta = json.loads((ckpt / 'mnist_epoch0.json').read_text())
+    meta['files']['pdparams'] = file_hash(start + '.pdparams')
+    (ckpt / 'mnist_epoch0.json').write_text(json.dumps(meta))
+    good = (ckpt / 'mnist_epoch1.pdparams').read_bytes()
+    for call, ext in SAVE:
+        point = f'{call}:mnist_epoch1.{ext}'
+        proc = run('resume.py', ['--ckpt', 'checkpoint/mnist_epoch0'], work, kill_at=point)
+        killed_at(proc, point)
+        whole, half = checkpoints_in(ckpt)
+        if 'mnist_epoch1' in whole:  # the old version, or (after the json) the new one, whole
+            assert (ckpt / 'mnist_epoch1.pdparams').read_bytes() == good or point == 'replace:mnist_epoch1.json'
+        else:  # absent: no json (the new files begun without one)
+            assert not (ckpt / 'mnist_epoch1.json').exists(), f'{point}: {half}'
+        assert 'mnist_epoch0' in whole, point
+
+
 def test_a_kill_while_a_second_run_writes_its_results_into_the_same_out(reference, idx_dir, tmp_path):
     """runs/cnn holds a finished run's model and metrics; a second run into it (resume.py from
     mnist_epoch1 with --out runs/cnn) is killed at each point of its final model.pdparams,
