@@ -92,26 +92,27 @@ def tile(images, rows, cols, gap, fill=np.nan, above=0):
     return out
 
 
-def grid_image(images, rows, cols, gap=2):
-    """Images in [-1,1] tiled into one uint8 array: -1 black, 1 white, grey between the tiles (for
-    samples_grid, and VisualDL's add_image)."""
-    tiled = tile(np.clip(as_2d(images), -1, 1), rows, cols, gap, fill=0.0)  # 0.0 -> grey 128
-    return np.round((tiled + 1) * 127.5).astype(np.uint8)
-
-
-def samples_grid(path, images, labels, title, rows=4, cols=8):
-    """The first rows*cols images, each with its label in its top-left corner (yellow)."""
-    step = as_2d(images).shape[-1] + 2  # a tile and grid_image's gap
-    fig, ax = pyplot().subplots(figsize=(8, 4.4))
-    ax.imshow(grid_image(images, rows, cols), cmap='gray', vmin=0, vmax=255)  # 0..255 is -1..1
-    for i, label in enumerate(labels[:rows * cols]):
-        r, c = divmod(i, cols)
-        ax.text(c * step + 1, r * step + 1, str(int(label)), color='yellow', fontsize=10,
-                va='top', ha='left', fontweight='bold')
+def captioned_grid(path, images, captions, title, cols=8):
+    """The images in rows of cols, a caption over each: one picture of them all (a panel each
+    would take seconds)."""
+    gap, above = 8, 6  # pixels between the images, and over each row of them for the captions
+    tiled = tile(images, math.ceil(len(captions) / cols), cols, gap, above=above)
+    height = 0.45 + 9.8 * tiled.shape[0] / tiled.shape[1]  # inches: the heading, then the images
+    fig, ax = pyplot().subplots(figsize=(10, height))
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height)
+    ax.imshow(tiled, cmap='gray', vmin=-1, vmax=1)  # -1 black, 1 white, the gaps left blank
+    h, w = as_2d(images[:1]).shape[1:]
+    for k, caption in enumerate(captions):
+        r, c = divmod(k, cols)
+        ax.text(c * (w + gap) + w / 2, r * (h + gap + above) + above - 2, caption, fontsize=7.5,
+                ha='center', va='bottom')
     ax.set_axis_off()
-    ax.set_title(title, fontsize=11)
-    fig.tight_layout()  # one image and a title: cheap to measure
+    fig.suptitle(title, fontsize=11)
     return save_figure(fig, path)
+
+
+def samples_grid(path, images, labels, title, count=32):  # the first images, each under its label
+    return captioned_grid(path, images[:count], [str(int(n)) for n in labels[:count]], title)
 
 
 # ---- evaluation: confusion and mistakes (八) -----------------------------------------------------
@@ -145,8 +146,8 @@ def confusion_figure(path, matrix):
 def mistakes_grid(path, images, labels, predicted, probability, count=32, output=None):
     """Up to count misclassified images, each titled 'true 3 / pred 8 (0.97)', the most confident
     first. probability: of the predicted digit [N], or of all ten [N,10]; None for a regression
-    model, whose raw output [N] then orders them (largest error first) if given. Returns the
-    indices shown."""
+    model, whose raw output [N] then orders them (largest error first). Returns the indices
+    shown."""
     labels, predicted = np.ravel(labels), np.ravel(predicted)
     if probability is not None and np.ndim(probability) == 2:
         probability = np.asarray(probability)[np.arange(len(predicted)), predicted]
@@ -155,32 +156,16 @@ def mistakes_grid(path, images, labels, predicted, probability, count=32, output
         return no_mistakes(path, len(labels))
     if probability is not None:
         key, words = -np.asarray(probability, dtype=np.float64)[wrong], 'most confident first'
-    elif output is not None:
+    else:  # a regression model: the output farthest from the true digit first
         key = -np.abs(np.ravel(output).astype(np.float64)[wrong] - labels[wrong])
         words = 'largest error first'
-    else:
-        key, words = np.zeros(len(wrong)), 'in order'
     chosen = wrong[np.argsort(key, kind='stable')][:count]
-    cols, rows = 8, math.ceil(len(chosen) / 8)
-    # one picture of all the images (a panel each would take seconds), a title over each
-    gap, above = 8, 6  # pixels between the images, and over each row of them for the titles
-    tiled = tile(images[chosen], rows, cols, gap, above=above)
-    height = 0.45 + 9.8 * tiled.shape[0] / tiled.shape[1]  # inches: the heading, then the images
-    fig, ax = pyplot().subplots(figsize=(10, height))
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height)
-    ax.imshow(tiled, cmap='gray', vmin=-1, vmax=1)
-    h, w = as_2d(images[:1]).shape[1:]
-    for k, i in enumerate(chosen):
-        r, c = divmod(k, cols)
-        how = (f' ({float(probability[i]):.2f})' if probability is not None else
-               f' (out {float(np.ravel(output)[i]):.1f})' if output is not None else '')
-        ax.text(c * (w + gap) + w / 2, r * (h + gap + above) + above - 2,
-                f'true {int(labels[i])} / pred {int(predicted[i])}{how}', fontsize=7.5,
-                ha='center', va='bottom')
-    ax.set_axis_off()
+    captions = [f'true {int(labels[i])} / pred {int(predicted[i])}' + (
+        f' ({float(probability[i]):.2f})' if probability is not None else
+        f' (out {float(np.ravel(output)[i]):.1f})') for i in chosen]
     shown = f', the first {len(chosen)} shown' if len(chosen) < len(wrong) else ''
-    fig.suptitle(f'{len(wrong)} of {len(labels)} images wrong ({words}{shown})', fontsize=11)
-    save_figure(fig, path)
+    captioned_grid(path, images[chosen], captions,
+                   f'{len(wrong)} of {len(labels)} images wrong ({words}{shown})')
     return [int(i) for i in chosen]
 
 

@@ -4,6 +4,8 @@ top) does not carry this one.
 """
 import math
 
+import numpy as np
+
 import plots
 import progress
 from errors import fail
@@ -35,8 +37,15 @@ class Log:
             self.writer.add_histogram(f'weights/{name}', parameter.numpy(), row['epoch'])
         if train_set is not None:
             images, _ = progress.first_samples(train_set, self.seed, row['epoch'])
-            self.writer.add_image('train/first_images', plots.grid_image(images, rows=4, cols=8),
+            self.writer.add_image('train/first_images', grid_image(images, rows=4, cols=8),
                                   row['epoch'], dataformats='HW')
 
     def close(self):
         self.writer.close()
+
+
+def grid_image(images, rows, cols, gap=2):
+    """Images in [-1,1] tiled into one uint8 array (VisualDL's add_image): -1 black, 1 white, grey
+    between the tiles."""
+    tiled = plots.tile(np.clip(plots.as_2d(images), -1, 1), rows, cols, gap, fill=0.0)  # 0 -> 128
+    return np.round((tiled + 1) * 127.5).astype(np.uint8)

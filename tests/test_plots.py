@@ -13,6 +13,7 @@ import fixtures
 import layer_plots
 import plots
 import predict
+import visualdl_log
 from conftest import ROOT
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -53,7 +54,7 @@ def test_every_picture_is_a_png_of_its_size(digits, tmp_path):
     pictures = {
         'lines': (lambda p: plots.plot_lines(p, {'loss': (steps, 1 / (1 + steps))}, 't', 'x', 'y'),
                   (700, 400)),
-        'samples': (lambda p: plots.samples_grid(p, images, labels, 'samples'), (800, 440)),
+        'samples': (lambda p: plots.samples_grid(p, images, labels, 'samples'), (1000, 605)),
         'prediction': (lambda p: predict.prediction_figure(p, images[0], probabilities[0], 3),
                        (700, 300)),
         'prediction_mse': (lambda p: predict.prediction_figure(p, images[0], None, 3), (700, 300)),
@@ -107,7 +108,6 @@ def test_a_regression_model_s_mistakes_come_largest_error_first(digits, tmp_path
     predicted = np.clip(np.round(output), 0, 9).astype(np.int64)
     assert np.flatnonzero(predicted != labels).tolist() == [0, 3, 5]
     assert mistakes(digits, tmp_path, 'r.png', predicted, None, output=output)[0] == [3, 5, 0]
-    assert mistakes(digits, tmp_path, 'r0.png', predicted, None)[0] == [0, 3, 5]  # as given
 
 
 def test_at_most_32_mistakes_in_four_rows(digits, tmp_path):
@@ -127,11 +127,11 @@ def test_no_mistakes_is_one_panel(digits, tmp_path):
 
 def test_grid_image_tiles_and_maps_minus_one_to_black(digits):
     images = digits[0]
-    grid = plots.grid_image(images, 2, 3)
+    grid = visualdl_log.grid_image(images, 2, 3)
     assert grid.dtype == np.uint8 and grid.shape == (2 * 30 - 2, 3 * 30 - 2)
     assert np.array_equal(grid[:28, 30:58], np.round((images[1, 0] + 1) * 127.5).astype(np.uint8))
     assert (grid[28:30] == 128).all()  # the gap between rows
-    ends = plots.grid_image(np.stack([-np.ones((1, 28, 28)), np.ones((1, 28, 28))]), 1, 3)
+    ends = visualdl_log.grid_image(np.stack([-np.ones((1, 28, 28)), np.ones((1, 28, 28))]), 1, 3)
     assert ends[:, :28].max() == 0 and ends[:, 30:58].min() == 255
     assert (ends[:, 60:] == 128).all()  # an empty cell
 

@@ -35,7 +35,7 @@ def assert_stage_outputs(out, script, loss):
     final = 'model.npz' if script == 'mnist_numpy.py' else 'model.pdparams'
     assert (out / final).is_file()
     if script != 'mnist_numpy.py':  # the PaddlePaddle stages draw what goes in and what comes out
-        assert png_size(out / 'samples.png') == (800, 440)
+        assert png_size(out / 'samples.png') == (1000, 605)
         assert png_size(out / 'confusion.png') == (600, 600)
         assert png_size(out / 'mistakes.png')[0] in (400, 1000)  # 400: the "no mistakes" panel
         per_digit = m['eval_acc_per_digit']
