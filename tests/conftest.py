@@ -19,6 +19,12 @@ sys.path.insert(0, str(ROOT / 'tools'))  # results.py, bench.py, mnist_json.py
 
 import fixtures  # noqa: E402
 
+# A pytest that a shell started in the background (make test's first half, `make test &`) has
+# SIGINT ignored, and every script it starts would inherit that; the scripts' own Ctrl-C is what
+# the tests prove, so the scripts start as from a terminal: SIGINT at Python's default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # One fixed run of the CNN on the synthetic data: the golden-loss and resume tests all use it.
 GOLDEN_ARGS = ['--epochs', '3', '--seed', '0', '--log-every', '1000']
 
