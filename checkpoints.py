@@ -15,7 +15,7 @@ import paddle
 
 import common
 from errors import UserError, fail
-from safe_files import atomic_write, file_hash, remove_temporaries, write_error, write_json
+from safe_files import file_hash, remove_temporaries, write_bytes, write_error, write_json
 
 FORMAT = 2  # the json's layout; 1 was written before the scripts showed their own loop
 
@@ -30,12 +30,12 @@ def save(prefix, model, optimizer, meta):  # data-parallel: rank 0 writes (all h
     hashes = {ext: hashlib.sha256(data).hexdigest() for ext, data in files.items()}
     # other bytes in place of a whole checkpoint (another run's, or another machine's last bits):
     # its json goes first, so a kill midway leaves it absent, never its json beside other files
-    old = verified(prefix) if os.path.isfile(prefix + '.json') else None
+    old = verified(prefix)
     if old and old['files'] != hashes:
         os.remove(prefix + '.json')
     try:
         for ext, data in files.items():
-            atomic_write(f'{prefix}.{ext}', lambda tmp, data=data: write_bytes(tmp, data))
+            write_bytes(f'{prefix}.{ext}', data)
         write_json(prefix + '.json', dict(meta, format=FORMAT, files=hashes))
     except (UserError, KeyboardInterrupt):  # a full disk, or a second Ctrl-C mid-save: a prefix
         # whose json no longer verifies is no checkpoint, so its files go
@@ -52,11 +52,6 @@ def as_bytes(state):  # paddle.save's bytes, as in the file; plain SGD's empty s
         warnings.filterwarnings('ignore', message='The input state dict is empty')
         paddle.save(state, buffer)
     return buffer.getvalue()
-
-
-def write_bytes(path, data):
-    with open(path, 'wb') as f:
-        f.write(data)
 
 
 def verified(prefix):

@@ -55,11 +55,15 @@ def remove_temporaries(folder):
             pass
 
 
-def write_json(path, obj):
+def write_bytes(path, data):  # atomic_write of bytes in memory
     def write(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(obj, f, indent=1)
+        with open(tmp, 'wb') as f:
+            f.write(data)
     atomic_write(path, write)
+
+
+def write_json(path, obj):
+    write_bytes(path, json.dumps(obj, indent=1).encode('utf-8'))
 
 
 def check_writable(*folders):  # a bad path costs seconds, not an epoch
