@@ -1,7 +1,8 @@
 """九 Checkpoints that a kill, a full disk or a second run never leave damaged. NAME_epoch{N}
 .pdparams (the model) and .pdopt (the optimizer with its LR schedule), as in the tutorial, then
-NAME_epoch{N}.json (the run's settings, where to continue, both files' sha256), written last: a
-json that verifies means a complete checkpoint whose files belong together. (restore.py reads them.)
+NAME_epoch{N}.json (the run's settings, where to continue, both files' sha256), written last (and
+removed first when other bytes replace the files): a json that verifies means a complete checkpoint
+whose files belong together. (restore.py reads them.)
 """
 import contextlib
 import hashlib
@@ -15,7 +16,7 @@ import paddle
 
 import common
 from errors import UserError, fail
-from safe_files import file_hash, remove_temporaries, write_bytes, write_error, write_json
+from safe_files import file_hash, remove, remove_temporaries, write_bytes, write_error, write_json
 
 FORMAT = 2  # the json's layout; 1 was written before the scripts showed their own loop
 
@@ -28,12 +29,12 @@ def save(prefix, model, optimizer, meta):  # data-parallel: rank 0 writes (all h
         states['pdopt'] = optimizer.state_dict()
     files = {ext: as_bytes(state) for ext, state in states.items()}
     hashes = {ext: hashlib.sha256(data).hexdigest() for ext, data in files.items()}
-    # other bytes in place of a whole checkpoint (another run's, or another machine's last bits):
-    # its json goes first, so a kill midway leaves it absent, never its json beside other files
-    old = verified(prefix)
-    if old and old['files'] != hashes:
-        os.remove(prefix + '.json')
     try:
+        # a json kept only where it verifies with these very bytes (the same run saving again):
+        # any other goes first, so a kill midway leaves this checkpoint absent, never a json
+        # beside files it does not describe
+        if os.path.isfile(prefix + '.json') and (verified(prefix) or {}).get('files') != hashes:
+            remove(prefix + '.json')
         for ext, data in files.items():
             write_bytes(f'{prefix}.{ext}', data)
         write_json(prefix + '.json', dict(meta, format=FORMAT, files=hashes))

@@ -92,11 +92,11 @@ def tile(images, rows, cols, gap, fill=np.nan, above=0):
     return out
 
 
-def captioned_grid(path, images, captions, title, cols=8):
+def captioned_grid(path, images, captions, title, cols=8, fontsize=7.5):
     """The images in rows of cols, a caption over each: one picture of them all (a panel each
     would take seconds)."""
     gap, above = 8, 6  # pixels between the images, and over each row of them for the captions
-    tiled = tile(images, math.ceil(len(captions) / cols), cols, gap, above=above)
+    tiled = tile(images, math.ceil(len(images) / cols), cols, gap, above=above)
     height = 0.45 + 9.8 * tiled.shape[0] / tiled.shape[1]  # inches: the heading, then the images
     fig, ax = pyplot().subplots(figsize=(10, height))
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height)
@@ -104,15 +104,16 @@ def captioned_grid(path, images, captions, title, cols=8):
     h, w = as_2d(images[:1]).shape[1:]
     for k, caption in enumerate(captions):
         r, c = divmod(k, cols)
-        ax.text(c * (w + gap) + w / 2, r * (h + gap + above) + above - 2, caption, fontsize=7.5,
-                ha='center', va='bottom')
+        ax.text(c * (w + gap) + w / 2, r * (h + gap + above) + above - 2, caption,
+                fontsize=fontsize, ha='center', va='bottom')
     ax.set_axis_off()
     fig.suptitle(title, fontsize=11)
     return save_figure(fig, path)
 
 
 def samples_grid(path, images, labels, title, count=32):  # the first images, each under its label
-    return captioned_grid(path, images[:count], [str(int(n)) for n in labels[:count]], title)
+    return captioned_grid(path, images[:count], [str(int(n)) for n in labels[:count]], title,
+                          fontsize=10)
 
 
 # ---- evaluation: confusion and mistakes (八) -----------------------------------------------------
@@ -146,8 +147,8 @@ def confusion_figure(path, matrix):
 def mistakes_grid(path, images, labels, predicted, probability, count=32, output=None):
     """Up to count misclassified images, each titled 'true 3 / pred 8 (0.97)', the most confident
     first. probability: of the predicted digit [N], or of all ten [N,10]; None for a regression
-    model, whose raw output [N] then orders them (largest error first). Returns the indices
-    shown."""
+    model, which passes its raw output [N] instead (the largest error first). Returns the
+    indices shown."""
     labels, predicted = np.ravel(labels), np.ravel(predicted)
     if probability is not None and np.ndim(probability) == 2:
         probability = np.asarray(probability)[np.arange(len(predicted)), predicted]

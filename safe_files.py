@@ -25,6 +25,13 @@ def write_error(path, error):
          f'intact)')
 
 
+def remove(path):  # os.remove, a refusal as one sentence
+    try:
+        os.remove(path)
+    except OSError as e:
+        write_error(path, e)
+
+
 def atomic_write(path, write):  # write(tmp), then tmp flushed to disk and renamed over path
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp{os.getpid()}')

@@ -236,33 +236,37 @@ def test_a_kill_while_a_resumed_run_saves_a_good_checkpoint_again(reference, idx
 
 def test_a_kill_while_other_bytes_replace_a_checkpoint_of_the_same_run_leaves_it_whole_or_absent(
         reference, tmp_path):
-    """The same run's mnist_epoch1 saved again with other bytes (here: resumed from an mnist_epoch0
-    whose weights were changed, as another machine's last bits would): a kill at each point of the
-    save leaves the old mnist_epoch1 whole or absent, never its json beside another run's files.
-    (It failed before checkpoints.save compared the new files' sha256 with the old json's.)"""
+    """The same run's mnist_epoch1 saved again with other bytes (resumed from an mnist_epoch0 whose
+    weights were changed, as the same run resumed where float results differ in the last bits
+    would): a kill at each point of the save, each in a fresh copy of the folder, leaves the old
+    mnist_epoch1 whole or absent, never its json beside files it does not describe. (It failed
+    before checkpoints.save compared the new files' sha256 with the old json's.)"""
     import paddle
     from safe_files import file_hash
-    work, ckpt = tmp_path, tmp_path / 'checkpoint'
-    shutil.copytree(reference / 'checkpoint', ckpt, ignore=shutil.ignore_patterns('mnist_epoch2.*', '.lock*'))
-    start = str(ckpt / 'mnist_epoch0')
-    weights = paddle.load(start + '.pdparams')
-    name = sorted(weights)[0]
-    weights[name] = weights[name] + 1e-3
-    paddle.save(weights, start + '.pdparams')
-    meta = json.loads((ckpt / 'mnist_epoch0.json').read_text())
-    meta['files']['pdparams'] = file_hash(start + '.pdparams')
-    (ckpt / 'mnist_epoch0.json').write_text(json.dumps(meta))
-    good = (ckpt / 'mnist_epoch1.pdparams').read_bytes()
+    good = {ext: (reference / 'checkpoint' / f'mnist_epoch1.{ext}').read_bytes() for ext in ('pdparams', 'pdopt')}
     for call, ext in SAVE:
         point = f'{call}:mnist_epoch1.{ext}'
+        work = tmp_path / f'{call}-{ext}'
+        ckpt = work / 'checkpoint'
+        shutil.copytree(reference / 'checkpoint', ckpt, ignore=shutil.ignore_patterns('mnist_epoch2.*', '.lock*'))
+        start = str(ckpt / 'mnist_epoch0')
+        weights = paddle.load(start + '.pdparams')
+        name = sorted(weights)[0]
+        weights[name] = weights[name] + 1e-3
+        paddle.save(weights, start + '.pdparams')
+        meta = json.loads((ckpt / 'mnist_epoch0.json').read_text())
+        meta['files']['pdparams'] = file_hash(start + '.pdparams')
+        (ckpt / 'mnist_epoch0.json').write_text(json.dumps(meta))
         proc = run('resume.py', ['--ckpt', 'checkpoint/mnist_epoch0'], work, kill_at=point)
         killed_at(proc, point)
         whole, half = checkpoints_in(ckpt)
-        if 'mnist_epoch1' in whole:  # the old version, or (after the json) the new one, whole
-            assert (ckpt / 'mnist_epoch1.pdparams').read_bytes() == good or point == 'replace:mnist_epoch1.json'
-        else:  # absent: no json (the new files begun without one)
-            assert not (ckpt / 'mnist_epoch1.json').exists(), f'{point}: {half}'
         assert 'mnist_epoch0' in whole, point
+        if point == 'replace:mnist_epoch1.json':  # the new checkpoint, whole, with other bytes
+            assert 'mnist_epoch1' in whole and (ckpt / 'mnist_epoch1.pdparams').read_bytes() != good['pdparams']
+        else:  # absent: the old json went before any file was replaced
+            assert not (ckpt / 'mnist_epoch1.json').exists(), f'{point}: {half}'
+        if point == 'open:mnist_epoch1.pdparams':  # the json went first: the files are still the old ones
+            assert all((ckpt / f'mnist_epoch1.{e}').read_bytes() == good[e] for e in good), point
 
 
 def test_a_kill_while_a_second_run_writes_its_results_into_the_same_out(reference, idx_dir, tmp_path):
