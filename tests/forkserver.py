@@ -4,8 +4,8 @@ does (startup.import_paddle()), and matplotlib as plots.py does, then forks a ch
 The child is a new process with its own pid, signals, exit status and files: it takes the
 request's folder, environment, argv and output files and runs the script as `__main__`, exiting as
 `python SCRIPT ARGS` would (SystemExit, an uncaught exception, KeyboardInterrupt by SIGINT, the
-atexit handlers). What it does not repeat is the start itself: the Python check, the CPU settings
-and the import (so a script importing paddle before startup would pass here: test_forkserver.py
+atexit handlers). What it does not repeat is the teardown of the modules at the end (see end()), and
+the start itself: the Python check, the CPU settings and the import (so a script importing paddle before startup would pass here: test_forkserver.py
 starts each script fresh to catch that), what Python reads at its start (conftest.python_run
 starts fresh when PYTHON* variables differ), the string-hash seed (one per server). The tests of
 the start itself (test_platforms.py, test_aistudio.py) start their own interpreters.
@@ -16,10 +16,13 @@ the server answers the child's pid, then, when it ended, its exit status as subp
 (-N: killed by signal N). The stdout file may be a named pipe that the test reads while the child
 runs (conftest.ForkServer.start).
 """
+import atexit
 import json
 import os
 import runpy
+import signal
 import sys
+import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT  # as for `python mnist_cnn.py`: the project's folder first
@@ -63,10 +66,43 @@ def become(request):
     sys.path[0] = '' if request.get('code') else os.path.dirname(os.path.abspath(sys.argv[0]))
 
 
+def run(request):
+    """The script as `__main__`; its exit status as Python's would be."""
+    try:
+        if request.get('code'):  # python -c CODE ARGS
+            exec(compile(request['code'], '<string>', 'exec'), {'__name__': '__main__'})
+        else:
+            runpy.run_path(sys.argv[0], run_name='__main__')
+    except SystemExit as e:  # None: 0; a number: itself; anything else: printed, 1
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Python prints the traceback, then ends by the signal itself
+        traceback.print_exc()
+        return -signal.SIGINT
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        return 1
+    return 0
+
+
+def end(status):
+    """Python's end without its teardown of the modules (PaddlePaddle's takes about 1 CPU-second a
+    process, and changes nothing a test looks at): the threads that are not daemons waited for,
+    the atexit handlers, stdout and stderr flushed, then the exit status, or SIGINT."""
+    if 'threading' in sys.modules:  # first the threads that are not daemons, as Python waits for them
+        sys.modules['threading']._shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if status == -signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status & 0xFF)
+
+
 if __name__ == '__main__':
     request = serve()
     become(request)
-    if request.get('code'):  # python -c CODE ARGS
-        exec(compile(request['code'], '<string>', 'exec'), {'__name__': '__main__'})
-    else:
-        runpy.run_path(sys.argv[0], run_name='__main__')
+    end(run(request))

@@ -196,6 +196,13 @@ def wait_for_progress(proc):
     raise AssertionError('the run ended before training: ' + proc.stderr.read())
 
 
+def wait_for_file(path, proc, timeout=300):
+    end = time.perf_counter() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.perf_counter() < end, f'{path} never came'
+        time.sleep(0.1)
+
+
 LONG = ['--epochs', '40', '--batch-size', '20', '--log-every', '1']
 
 
@@ -206,6 +213,8 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(run_s
         for script, args in (('mnist_cnn.py', ['--data-dir', idx_dir, '--epochs', '1', '--seed', '7']),
                              ('mnist_cnn.py', ['--data-dir', idx_dir, *LONG]),  # even the same settings
                              ('resume.py', ['--ckpt', 'latest'])):
+            if script == 'resume.py':  # latest: a checkpoint must be there (else "no complete checkpoint")
+                wait_for_file(tmp_path / 'checkpoint' / 'mnist_epoch0.json', first)
             proc = run_script(script, *args, cwd=tmp_path)
             one_error(proc, 'checkpoint is in use by another training run (pid', 'pass another --ckpt-dir')
         assert first.poll() is None  # the first run goes on, untouched
