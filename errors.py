@@ -50,11 +50,13 @@ def optional(module, flag):
              f'or run the script')
 
 
-def name_the_cell_to_run(cells):
+def one_line_errors(cells):
     """In a notebook: a name used before the cell that makes it ran, or after that cell stopped with
     an error, is one line naming that cell, not a NameError traceback. cells: {a cell's heading: the
     names it makes, space-separated}. A NameError raised in a module's code, or for a name no cell
-    makes (a typo), keeps its traceback; so does one inside IPython 8's %%time."""
+    makes (a typo), keeps its traceback; so does one inside IPython 8's %%time. The Interrupt button
+    outside training's safe stop (progress.Tracker: the data, the curves, the evaluation) is one
+    line too, as Ctrl-C is for a script (run_main)."""
     from IPython import get_ipython  # only ever called in a notebook's kernel
     made_by = {name: heading for heading, names in cells.items() for name in names.split()}
 
@@ -62,10 +64,15 @@ def name_the_cell_to_run(cells):
         name, raised = re.match(r"name '(\w+)' is not defined", str(error)), trace
         while raised.tb_next:  # to where it was raised: the notebook's code, or a module's
             raised = raised.tb_next
-        if name and name.group(1) in made_by and raised.tb_frame.f_globals is shell.user_global_ns:
+        line, here = None, raised.tb_frame.f_globals is shell.user_global_ns
+        if kind is KeyboardInterrupt:
+            line = ('stopped (interrupt) before this cell finished; every file written so far is '
+                    'whole')
+        elif name and name.group(1) in made_by and here:
             line = (f'error: {name.group(1)} is not defined yet: the cell under '
                     f'"{made_by[name.group(1)]}" makes it; run the cells from there down to this '
                     f'one')
+        if line:
             error._render_traceback_ = lambda: [line]  # shown instead of the traceback
         shell.showtraceback((kind, error, trace), tb_offset=tb_offset)
-    get_ipython().set_custom_exc((NameError,), handler)
+    get_ipython().set_custom_exc((NameError, KeyboardInterrupt), handler)

@@ -137,6 +137,8 @@ MISTAKES = ["args = common.parse_args(build_parser(), ['--epoch', '0'])",  # a m
             # a module's own bug, raised in its code for a name a lesson cell makes: its traceback
             "import types\nbuggy = types.ModuleType('buggy')\nexec('def f():\\n    return loaders', buggy.__dict__)\n"
             "buggy.f()",
+            # the Interrupt button outside training (the data, the curves, the evaluation)
+            "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)",
             "print('alive')"]
 
 
@@ -311,18 +313,19 @@ def test_a_mistake_shows_one_sentence_and_the_kernel_lives_on(job, executed):
 def check_mistakes(folder, nb):
     """The MISTAKES cells at the end of nb, run in folder: a misspelt flag, bad data, the training cell
     run a second time (its model trained already: exactness), the model's cell run again but not the
-    optimizer's, Ctrl-C (the Interrupt button) and a cell
+    optimizer's, Ctrl-C (the Interrupt button) during training and outside it, and a cell
     run before the cell it needs show one line each, no traceback, and the kernel lives on. Ctrl-C saved a whole checkpoint, named the argv for resume.ipynb and gave the
     kernel its own Ctrl-C handler back; a typo, and a NameError raised in a module's code, keep
     Python's traceback. (make compat checks the same in
     its AI Studio stand-in, with that environment's IPython.)"""
-    flag, data, again, old_optimizer, ctrl_c, handler, skipped, typo, in_module, alive = nb.cells[-len(MISTAKES):]
-    cells = (flag, data, again, old_optimizer, ctrl_c, handler, skipped, typo, in_module)
-    assert [[e[1] for e in errors_in(c)] for c in cells] == [['UserError']] * 4 + [['Stop'], []] + [['NameError']] * 3, \
-        errors(nb)[-8:]
+    flag, data, again, old_optimizer, ctrl_c, handler, skipped, typo, in_module, interrupt, alive = \
+        nb.cells[-len(MISTAKES):]
+    cells = (flag, data, again, old_optimizer, ctrl_c, handler, skipped, typo, in_module, interrupt)
+    assert [[e[1] for e in errors_in(c)] for c in cells] == [['UserError']] * 4 + [['Stop'], []] + \
+        [['NameError']] * 3 + [['KeyboardInterrupt']], errors(nb)[-9:]
     lines = {}
     for key, c in (('flag', flag), ('data', data), ('again', again), ('old_optimizer', old_optimizer),
-                   ('ctrl_c', ctrl_c), ('skipped', skipped)):
+                   ('ctrl_c', ctrl_c), ('skipped', skipped), ('interrupt', interrupt)):
         (out,) = [o for o in c.outputs if o.output_type == 'error']
         assert len(out.traceback) == 1, out.traceback  # no traceback
         lines[key] = out.traceback[0]
@@ -344,6 +347,7 @@ def check_mistakes(folder, nb):
     for c, name in ((typo, 'modle'), (in_module, 'loaders')):
         (out,) = [o for o in c.outputs if o.output_type == 'error']
         assert len(out.traceback) > 1 and f"name '{name}' is not defined" in out.evalue, out.traceback
+    assert lines['interrupt'] == 'stopped (interrupt) before this cell finished; every file written so far is whole'
     assert 'alive' in text(alive)
 
 

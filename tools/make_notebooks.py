@@ -140,7 +140,8 @@ def names_made(source):
 
 def cell_order_cell(cells):
     """A collapsed cell: a NameError for a name that a lesson cell makes names that cell's heading
-    (errors.name_the_cell_to_run), for a learner who ran a cell before the one it needs."""
+    (errors.one_line_errors), for a learner who ran a cell before the one it needs; the Interrupt
+    button outside training is one line too."""
     made_by, heading = {}, None
     for cell in cells:
         if cell['cell_type'] == 'markdown':
@@ -158,9 +159,9 @@ def cell_order_cell(cells):
         lines += f'    {heading!r}:\n        ' + '\n        '.join(
             repr(part + ' ' * (i < len(parts) - 1)) for i, part in enumerate(parts)) + ',\n'
     text = ('# a cell run before the cell that makes its names (or after that cell stopped with an error)\n'
-            '# says which cell to run, instead of a NameError traceback\n'
+            '# says which cell to run, instead of a NameError traceback; an interrupt is one line too\n'
             'import errors\n\n'
-            f'errors.name_the_cell_to_run({{\n{lines}}})')
+            f'errors.one_line_errors({{\n{lines}}})')
     return code('cell-order', text, hidden=True)
 
 
