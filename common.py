@@ -144,8 +144,9 @@ def find_or_download():
         if os.path.isfile(os.path.join(folder, 'mnist.json.gz')):
             return 'json', os.path.join(folder, 'mnist.json.gz')
     cache = downloads.data_cache('mnist')
-    hint = (f'Looked in ./work/, ./ and data/data*/ for the idx files or mnist.json.gz, and in '
-            f'{cache}; on a machine without network pass --data-dir with a folder holding them')
+    hint = (f'Looked in ./work/, ./ and data/data*/ (here and in ~) for the idx files or '
+            f'mnist.json.gz, and in {cache}; on a machine without network pass --data-dir with a '
+            f'folder holding them')
     for key, name in IDX_FILES.items():
         downloads.fetch(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
     return 'idx', cache
