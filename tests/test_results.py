@@ -25,6 +25,7 @@ def test_make_all_fast_pipeline(tmp_path):
     for name, *_ in results.EXPERIMENTS:
         assert f'| {name} |' in text_
     assert 'failed' not in text_
+    assert text_.count('(--fast: 2 epochs on 1,000 images, not the setting this note is about)') == len(results.EXPERIMENTS)
     compared, identical = map(int, re.search(r'\| resume\.py \(ours\) \| (\d+) \| (\d+) \| 0 \|', text_).groups())
     assert compared == identical > 0
     for way in ('rate restarted', 'rate restarted, reshuffled'):
