@@ -17,12 +17,12 @@ the server answers the child's pid, then, when it ended, its exit status as subp
 runs (conftest.ForkServer.start).
 """
 import atexit
+import ctypes
 import json
 import os
 import runpy
 import signal
 import sys
-import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[0] = ROOT  # as for `python mnist_cnn.py`: the project's folder first
@@ -66,21 +66,24 @@ def become(request):
     sys.path[0] = '' if request.get('code') else os.path.dirname(os.path.abspath(sys.argv[0]))
 
 
+BY_SIGINT = 'SIGINT'  # run()'s status for an uncaught KeyboardInterrupt: the process ends by it
+
+
 def run(request):
-    """The script as `__main__`; its exit status as Python's would be."""
+    """The script as `__main__`; its exit status as Python's would be (or BY_SIGINT)."""
     try:
         if request.get('code'):  # python -c CODE ARGS
             exec(compile(request['code'], '<string>', 'exec'), {'__name__': '__main__'})
         else:
             runpy.run_path(sys.argv[0], run_name='__main__')
-    except SystemExit as e:  # None: 0; a number: itself; anything else: printed, 1
+    except SystemExit as e:  # None: 0; a number: itself (outside a C long: -1); else printed, 1
         if e.code is None or isinstance(e.code, int):
-            return e.code or 0
+            return e.code if e.code and -2 ** 63 <= e.code < 2 ** 63 else -1 if e.code else 0
         print(e.code, file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Python prints the traceback, then ends by the signal itself
-        traceback.print_exc()
-        return -signal.SIGINT
+        sys.excepthook(*sys.exc_info())
+        return BY_SIGINT
     except BaseException:
         sys.excepthook(*sys.exc_info())
         return 1
@@ -90,13 +93,22 @@ def run(request):
 def end(status):
     """Python's end without its teardown of the modules (PaddlePaddle's takes about 1 CPU-second a
     process, and changes nothing a test looks at): the threads that are not daemons waited for,
-    the atexit handlers, stdout and stderr flushed, then the exit status, or SIGINT."""
-    if 'threading' in sys.modules:  # first the threads that are not daemons, as Python waits for them
-        sys.modules['threading']._shutdown()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if status == -signal.SIGINT:
+    the atexit handlers (their errors printed, as Python does; 3.9 also raises the last one), the
+    streams flushed (Python's own and C's; a failure: status 120), then the status, or SIGINT."""
+    try:
+        if 'threading' in sys.modules:  # first the threads that are not daemons, as Python waits
+            sys.modules['threading']._shutdown()
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    for stream in {id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}.values():
+        try:
+            if stream is not None and not stream.closed:  # as Python: those it skips
+                stream.flush()
+        except OSError:
+            status = status or 120
+    ctypes.CDLL(None).fflush(None)  # what C code printed (paddle's C++)
+    if status == BY_SIGINT:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(status & 0xFF)

@@ -37,3 +37,25 @@ def test_each_forked_script_started_fresh_imports_paddle_only_through_startup(sc
     forked test. Started fresh, such a script says so on stderr ('note: paddle was imported before')."""
     proc = run_script(script, '--help', cwd=tmp_path, fresh=True)
     assert proc.returncode == 0 and proc.stdout.startswith('usage:') and proc.stderr == '', proc.stderr
+
+
+# How a Python program can end, each compared between `python -c CODE` and a forked run (which
+# ends without the teardown of the modules: forkserver.end)
+ENDINGS = {'exit 3': 'import sys; sys.exit(3)', 'exit text': 'import sys; sys.exit("text")',
+           'exit -2': 'import sys; sys.exit(-2)', 'an exception': 'raise ValueError("x")',
+           'KeyboardInterrupt': 'raise KeyboardInterrupt',
+           'an atexit handler raises': 'import atexit\ndef f(): raise ValueError("in atexit")\natexit.register(f)',
+           'stdout buffered by the script': 'import io, sys\nsys.stdout = io.TextIOWrapper(io.BufferedWriter('
+                                            'io.FileIO(1, "w", closefd=False)))\nprint("buffered")',
+           'C prints': 'import ctypes\nctypes.CDLL(None).printf(b"from C\\n")'}
+
+
+@pytest.mark.parametrize('ending', ENDINGS)
+def test_a_forked_run_ends_as_python_does(ending, tmp_path):
+    from conftest import FORKING, ROOT, fork_server, python_run, script_env
+    env = script_env(tmp_path)
+    assert fork_server([ROOT / 'mnist_cnn.py'], env) or not FORKING  # the second run below is forked
+    fresh, forked = (python_run([ROOT / 'mnist_cnn.py'], tmp_path, env, code=ENDINGS[ending], fresh=fresh)
+                     for fresh in (True, False))
+    assert (forked.returncode, forked.stdout) == (fresh.returncode, fresh.stdout)
+    assert forked.stderr.splitlines()[-1:] == fresh.stderr.splitlines()[-1:], forked.stderr
