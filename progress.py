@@ -77,7 +77,8 @@ class Tracker:
                 self.visualdl.close()
         finally:
             self.folder.__exit__(None, None, None)
-        if kind is None and self.rank == 0:  # the curves, under the training's progress lines
+        if kind is None and self.rank == 0 and self.record['batch_losses']:  # the curves, under the
+            # training's progress lines
             plots.training_plots(self.record, self.cfg['out'], self.cfg['script'])
         if kind is Interrupted:
             stopped(str(error), self.layout)

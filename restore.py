@@ -130,6 +130,11 @@ def compare_losses(resumed, reference):
     per_epoch, ref_first = resumed['steps_per_epoch'], reference.get('first_step', 0)
     if not same_settings(resumed['config'], reference):
         return True
+    if not resumed['batch_losses']:  # the checkpoint ended its run: its evaluation, compared
+        same = resumed['eval'] == reference.get('eval')
+        print(f'nothing trained, so no losses to compare; the evaluation '
+              f'{"equals" if same else "DIFFERS from"} the uninterrupted run\'s')
+        return same
     by_epoch, all_same, compared = {}, True, 0
     for i, loss in enumerate(resumed['batch_losses']):
         step = resumed['first_step'] + i

@@ -75,9 +75,9 @@ def main(argv=None):
     cfg['epochs'] = args.epochs or cfg['epochs']  # schedule_steps stays: the run's own LR schedule
     if reference is not None and not restore.same_settings(cfg, reference):
         reference = None  # said now (make resume adds runs/cnn's), not after the training
-    if meta['next_epoch'] >= cfg['epochs']:
-        common.fail(f'{prefix} is already at the end of the run (--epochs {cfg["epochs"]}); '
-                    f'pass --epochs N with N > {meta["next_epoch"]} to train further')
+    if args.epochs and meta['next_epoch'] >= args.epochs:
+        common.fail(f'{prefix} has trained {meta["next_epoch"]} epochs already; pass --epochs N '
+                    f'with N > {meta["next_epoch"]} to train further')
     script = common.optional(meta['script'], '--ckpt')  # the script whose model and loop these are
     device = common.select_device(args.device or cfg['device'])
     # 2. the same data: the run's own unless --data-dir points elsewhere, checked by fingerprint
@@ -93,9 +93,13 @@ def main(argv=None):
     optimizer, scheduler = script.build_optimizer(cfg, model.parameters())
     restore.load_model(model, prefix + '.pdparams')
     restore.load_optimizer(optimizer, prefix + '.pdopt')
-    print(f'resuming {prefix} (run {meta["run_id"]}) at epoch {meta["next_epoch"]}, batch '
-          f'{meta["next_batch"]}; training through epoch {cfg["epochs"] - 1}, the last of '
-          f'{cfg["epochs"]}')
+    if meta['next_epoch'] >= cfg['epochs']:  # its run ended (a Ctrl-C in its final evaluation?)
+        print(f'{prefix} (run {meta["run_id"]}) ends its {cfg["epochs"]} epochs: nothing to train, '
+              f'evaluating it (--epochs N trains further)')
+    else:
+        print(f'resuming {prefix} (run {meta["run_id"]}) at epoch {meta["next_epoch"]}, batch '
+              f'{meta["next_batch"]}; training through epoch {cfg["epochs"] - 1}, the last of '
+              f'{cfg["epochs"]}')
     # 4. train on from there with the script's own loop, evaluate and save
     record = script.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     metrics = script.finish(model, loaders, cfg, record, device, {'resumed_from': prefix})
@@ -104,7 +108,7 @@ def main(argv=None):
     # first would make the launcher stop rank 0 before it printed the comparison)
     if reference is not None and common.rank_and_world()[0] == 0 \
             and not restore.compare_losses(metrics, reference):
-        common.fail('the resumed losses differ from the uninterrupted run\'s (above)')
+        common.fail('the resumed run differs from the uninterrupted run (above)')
     return metrics
 
 

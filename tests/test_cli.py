@@ -1,4 +1,5 @@
 """The scripts end to end, as a user runs them: subprocesses, real files, exit codes, messages."""
+import os
 import shutil
 
 import numpy as np
@@ -160,8 +161,18 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     (tmp_path / 'notes.json').write_text('[1, 2]')  # --compare: checked before any training
     proc = run_script('resume.py', '--ckpt', 'ck/mnist_interrupted', '--compare', 'notes.json', cwd=tmp_path)
     assert proc.returncode == 1 and "notes.json is not a run's metrics.json (it has no batch_losses)" in proc.stderr
-    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', cwd=tmp_path)
-    assert proc.returncode == 1 and 'already at the end of the run (--epochs 3)' in proc.stderr
+    # the last epoch's checkpoint: nothing to train, it is evaluated (a Ctrl-C in the final evaluation
+    # leaves a run without its results); --epochs not beyond it: refused
+    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--out', 'ended', '--compare',
+                      cnn_run['out'] / 'metrics.json', cwd=tmp_path)
+    assert proc.returncode == 0 and 'ends its 3 epochs: nothing to train, evaluating it' in proc.stdout, proc.stderr
+    assert "the evaluation equals the uninterrupted run's" in proc.stdout
+    ended = read_metrics(tmp_path / 'ended')
+    assert ended['batch_losses'] == [] and ended['eval'] == read_metrics(cnn_run['out'])['eval']
+    assert sorted(os.listdir(tmp_path / 'ended')) == ['confusion.png', 'metrics.json', 'mistakes.png', 'model.json',
+                                                      'model.pdparams']  # no curves of nothing
+    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--epochs', '3', cwd=tmp_path)
+    assert proc.returncode == 1 and 'has trained 3 epochs already; pass --epochs N with N > 3' in proc.stderr
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--compare',
                       'missing.json', '--out', tmp_path / 'o', '--ckpt-dir', tmp_path / 'c', cwd=tmp_path)
     assert proc.returncode == 1 and 'missing.json does not exist' in proc.stderr
