@@ -124,13 +124,18 @@ def same_settings(cfg, reference):  # else there is nothing to compare: says so
 
 
 def compare_losses(resumed, reference):
-    """Per epoch: are the resumed run's batch losses the reference run's at the same steps? False
-    only when they should be identical, bit for bit (the same settings and number of workers), and
-    are not."""
+    """Per epoch: are the resumed run's batch losses the reference run's at the same steps? (Nothing
+    trained, from a run's last checkpoint: its evaluation, where the reference run ended there.)
+    False only when they should be identical, bit for bit (the same settings and number of
+    workers), and are not."""
     per_epoch, ref_first = resumed['steps_per_epoch'], reference.get('first_step', 0)
     if not same_settings(resumed['config'], reference):
         return True
     if not resumed['batch_losses']:  # the checkpoint ended its run: its evaluation, compared
+        if reference.get('first_step', 0) + len(reference['batch_losses']) != resumed['first_step']:
+            print('nothing trained, and the reference run did not end at this checkpoint: not '
+                  'compared')
+            return True
         same = resumed['eval'] == reference.get('eval')
         print(f'nothing trained, so no losses to compare; the evaluation '
               f'{"equals" if same else "DIFFERS from"} the uninterrupted run\'s')

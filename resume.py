@@ -3,6 +3,7 @@
     python resume.py --ckpt checkpoint/mnist_epoch0
     python resume.py --ckpt checkpoint/mnist_epoch0 --compare runs/cnn/metrics.json
     python resume.py --ckpt latest          # the newest complete checkpoint in ./checkpoint
+    python resume.py --ckpt checkpoint/mnist_epoch4   # a run's last: nothing to train, evaluated
 
 The checkpoint holds everything: model, optimizer state with the LR schedule's position, the run's
 settings (data, seed, hyper-parameters) and where it stopped (epoch, batch). The training script
@@ -51,9 +52,9 @@ def build_parser():
                         help='train up to this many epochs in all (default: the run\'s own); '
                              'the LR schedule stays the original run\'s')
     parser.add_argument('--compare', metavar='METRICS_JSON',
-                        help='compare every batch loss with this uninterrupted run\'s '
-                             'metrics.json; exit 1 on any difference (with the same number '
-                             'of data-parallel workers)')
+                        help='compare every batch loss (nothing trained: the evaluation) with '
+                             'this uninterrupted run\'s metrics.json; exit 1 on any difference '
+                             '(with the same number of data-parallel workers)')
     common.add_run_args(parser, out='runs/resume', ckpt_dir=None, new_run=False)
     parser.set_defaults(device=None, log_every=None)  # default: the run's own settings
     return parser
@@ -75,9 +76,10 @@ def main(argv=None):
     cfg['epochs'] = args.epochs or cfg['epochs']  # schedule_steps stays: the run's own LR schedule
     if reference is not None and not restore.same_settings(cfg, reference):
         reference = None  # said now (make resume adds runs/cnn's), not after the training
-    if args.epochs and meta['next_epoch'] >= args.epochs:
-        common.fail(f'{prefix} has trained {meta["next_epoch"]} epochs already; pass --epochs N '
-                    f'with N > {meta["next_epoch"]} to train further')
+    if args.epochs and args.epochs < meta['next_epoch']:
+        common.fail(f'{prefix} has trained {meta["next_epoch"]} epochs already, more than '
+                    f'--epochs {args.epochs}; pass N > {meta["next_epoch"]} to train further, or '
+                    f'leave it out')
     script = common.optional(meta['script'], '--ckpt')  # the script whose model and loop these are
     device = common.select_device(args.device or cfg['device'])
     # 2. the same data: the run's own unless --data-dir points elsewhere, checked by fingerprint
@@ -94,16 +96,18 @@ def main(argv=None):
     restore.load_model(model, prefix + '.pdparams')
     restore.load_optimizer(optimizer, prefix + '.pdopt')
     if meta['next_epoch'] >= cfg['epochs']:  # its run ended (a Ctrl-C in its final evaluation?)
-        print(f'{prefix} (run {meta["run_id"]}) ends its {cfg["epochs"]} epochs: nothing to train, '
-              f'evaluating it (--epochs N trains further)')
+        print(f'{prefix} (run {meta["run_id"]}) is the end of its {cfg["epochs"]}-epoch run: '
+              f'nothing left to train; evaluating it into {cfg["out"]}/ (--epochs N with '
+              f'N > {cfg["epochs"]} trains further)')
     else:
         print(f'resuming {prefix} (run {meta["run_id"]}) at epoch {meta["next_epoch"]}, batch '
               f'{meta["next_batch"]}; training through epoch {cfg["epochs"] - 1}, the last of '
               f'{cfg["epochs"]}')
-    # 4. train on from there with the script's own loop, evaluate and save
+    # 4. train on from there with the script's own loop (from a run's last checkpoint: nothing),
+    # evaluate and save
     record = script.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     metrics = script.finish(model, loaders, cfg, record, device, {'resumed_from': prefix})
-    # 5. compare every batch loss with the uninterrupted run's
+    # 5. compare every batch loss with the uninterrupted run's (nothing trained: the evaluation)
     # (七: rank 0 alone, which prints; every worker holds the same summed losses, but one exiting 1
     # first would make the launcher stop rank 0 before it printed the comparison)
     if reference is not None and common.rank_and_world()[0] == 0 \

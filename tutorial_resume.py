@@ -57,6 +57,9 @@ def main(argv=None):
         common.fail(f'{prefix} is not a training checkpoint of mnist_cnn.py (checkpoint/mnist_epoch'
                     f'{{N}}); the tutorial\'s resume is about its CNN')
     cfg = dict(meta['config'], out=args.out, ckpt_dir=args.ckpt_dir, visualdl=None)
+    if meta['next_epoch'] >= cfg['epochs']:
+        common.fail(f'{prefix} is the end of its run: nothing is left to resume; pass an earlier '
+                    f'checkpoint, such as checkpoint/mnist_epoch0 of a run of 2 epochs or more')
     if cfg['schedule'] != 'poly':
         common.fail(f'{prefix} was trained at a constant rate (--schedule constant): the '
                     f'tutorial\'s resume restarts a decaying schedule; pass a checkpoint of a '

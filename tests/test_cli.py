@@ -165,14 +165,22 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     # leaves a run without its results); --epochs not beyond it: refused
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--out', 'ended', '--compare',
                       cnn_run['out'] / 'metrics.json', cwd=tmp_path)
-    assert proc.returncode == 0 and 'ends its 3 epochs: nothing to train, evaluating it' in proc.stdout, proc.stderr
+    assert proc.returncode == 0 and 'is the end of its 3-epoch run: nothing left to train; evaluating it into ended/' \
+        in proc.stdout, proc.stderr
     assert "the evaluation equals the uninterrupted run's" in proc.stdout
     ended = read_metrics(tmp_path / 'ended')
     assert ended['batch_losses'] == [] and ended['eval'] == read_metrics(cnn_run['out'])['eval']
     assert sorted(os.listdir(tmp_path / 'ended')) == ['confusion.png', 'metrics.json', 'mistakes.png', 'model.json',
                                                       'model.pdparams']  # no curves of nothing
-    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--epochs', '3', cwd=tmp_path)
-    assert proc.returncode == 1 and 'has trained 3 epochs already; pass --epochs N with N > 3' in proc.stderr
+    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--epochs', '2', cwd=tmp_path)
+    assert proc.returncode == 1 and 'has trained 3 epochs already, more than --epochs 2; pass N > 3' in proc.stderr
+    # an earlier checkpoint evaluated (--epochs: where it is): the reference run did not end there
+    proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch1', '--epochs', '2', '--out', 'e1',
+                      '--compare', cnn_run['out'] / 'metrics.json', cwd=tmp_path)
+    assert proc.returncode == 0 and 'the reference run did not end at this checkpoint: not compared' in proc.stdout
+    proc = run_script('tutorial_resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--compare',
+                      cnn_run['out'] / 'metrics.json', cwd=tmp_path)  # the course's way: nothing to resume
+    assert proc.returncode == 1 and 'mnist_epoch2 is the end of its run: nothing is left to resume' in proc.stderr
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--compare',
                       'missing.json', '--out', tmp_path / 'o', '--ckpt-dir', tmp_path / 'c', cwd=tmp_path)
     assert proc.returncode == 1 and 'missing.json does not exist' in proc.stderr

@@ -51,7 +51,8 @@ def test_a_second_ctrl_c_aborts_without_saving(idx_dir, tmp_path):
     assert proc.returncode == -signal.SIGINT, proc.stdout + proc.stderr
     assert proc.stdout.count('interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)') == 1
     assert proc.stderr.strip().splitlines()[-1] == (
-        'stopped (Ctrl-C) before the run finished; every file written so far is whole'), proc.stderr[-2000:]
+        'stopped (Ctrl-C) before the run finished; every file written so far is whole; '
+        'after its training, resume.py with its last checkpoint writes its evaluation'), proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
     assert 'stopped; saved' not in proc.stderr
     assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if not n.startswith('.lock')) == \
@@ -97,7 +98,8 @@ def test_a_second_ctrl_c_during_the_save_leaves_no_part_of_it(idx_dir, tmp_path)
     proc = python_run([ROOT / 'mnist_cnn.py'], tmp_path, script_env(tmp_path), timeout=300, code=code)
     assert proc.returncode == -signal.SIGINT, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        'stopped (Ctrl-C) before the run finished; every file written so far is whole'), proc.stderr[-2000:]
+        'stopped (Ctrl-C) before the run finished; every file written so far is whole; '
+        'after its training, resume.py with its last checkpoint writes its evaluation'), proc.stderr[-2000:]
     assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if not n.startswith('.')) == \
         ['mnist_epoch0.json', 'mnist_epoch0.pdopt', 'mnist_epoch0.pdparams']  # no part of mnist_interrupted
     assert_every_file_is_whole(str(tmp_path / 'checkpoint'))
@@ -138,7 +140,8 @@ def test_ctrl_c_in_the_final_evaluation_is_one_line(idx_dir, tmp_path):
     proc = python_run([ROOT / 'mnist_cnn.py'], tmp_path, script_env(tmp_path), code=code)
     assert proc.returncode == -signal.SIGINT, proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        'stopped (Ctrl-C) before the run finished; every file written so far is whole'], proc.stderr[-2000:]
+        'stopped (Ctrl-C) before the run finished; every file written so far is whole; '
+        'after its training, resume.py with its last checkpoint writes its evaluation'], proc.stderr[-2000:]
     assert_every_file_is_whole(str(tmp_path / 'checkpoint'))
     assert not (tmp_path / 'runs' / 'cnn' / 'metrics.json').exists()
 

@@ -347,7 +347,8 @@ def check_mistakes(folder, nb):
     for c, name in ((typo, 'modle'), (in_module, 'loaders')):
         (out,) = [o for o in c.outputs if o.output_type == 'error']
         assert len(out.traceback) > 1 and f"name '{name}' is not defined" in out.evalue, out.traceback
-    assert lines['interrupt'] == 'stopped (interrupt) before this cell finished; every file written so far is whole'
+    assert lines['interrupt'] == ('stopped (interrupt) before this cell finished; every file written so far is '
+                                  'whole; after training, resume.ipynb with its last checkpoint evaluates it')
     assert 'alive' in text(alive)
 
 
