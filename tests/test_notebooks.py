@@ -177,12 +177,18 @@ def executed(request, tmp_path_factory, data65, kernel_env):
             shutil.rmtree(folder / 'work')
             folder = folder.rename(home / 'work')
         async with gate:
-            try:
-                await NotebookClient(nb, timeout=600, kernel_name='python3', allow_errors=True,
-                                     resources={'metadata': {'path': str(folder)}}).async_execute(env=kernel_env)
-                results[job] = folder, nb
-            except Exception as e:  # a dead kernel or a timeout: that job's test reports it
-                results[job] = folder, e
+            for start in (1, 2):
+                try:
+                    await NotebookClient(nb, timeout=600, kernel_name='python3', allow_errors=True,
+                                         resources={'metadata': {'path': str(folder)}}).async_execute(env=kernel_env)
+                    results[job] = folder, nb
+                except Exception as e:  # a dead kernel or a timeout: that job's test reports it
+                    # ipykernel 7 at times never answers its first kernel_info (reported upstream; once
+                    # in about ten make test runs here): no cell ran, so a second kernel, as Restart
+                    if start == 1 and "Kernel didn't respond" in str(e):
+                        continue
+                    results[job] = folder, e
+                break
 
     async def run_all():
         gate = asyncio.Semaphore(2)  # made in the running loop (Python 3.9 binds it to the loop of its making)
