@@ -77,8 +77,9 @@ class Tracker:
                 self.visualdl.close()
         finally:
             self.folder.__exit__(None, None, None)
-        if kind is None and self.rank == 0 and self.record['batch_losses']:  # the curves, under the
-            # training's progress lines
+        # the curves, under the training's progress lines (none where no batch was trained: a
+        # run's last checkpoint, evaluated by resume.py)
+        if kind is None and self.rank == 0 and self.record['batch_losses']:
             plots.training_plots(self.record, self.cfg['out'], self.cfg['script'])
         if kind is Interrupted:
             stopped(str(error), self.layout)
