@@ -132,7 +132,7 @@ def compare_losses(resumed, reference):
     if not same_settings(resumed['config'], reference):
         return True
     if not resumed['batch_losses']:  # the checkpoint ended its run: its evaluation, compared
-        if reference.get('first_step', 0) + len(reference['batch_losses']) != resumed['first_step']:
+        if ref_first + len(reference['batch_losses']) != resumed['first_step']:
             print('nothing trained, and the reference run did not end at this checkpoint: not '
                   'compared')
             return True
