@@ -4,11 +4,12 @@ does (startup.import_paddle()), and matplotlib as plots.py does, then forks a ch
 The child is a new process with its own pid, signals, exit status and files: it takes the
 request's folder, environment, argv and output files and runs the script as `__main__`, exiting as
 `python SCRIPT ARGS` would (SystemExit, an uncaught exception, KeyboardInterrupt by SIGINT, the
-atexit handlers). What it does not repeat is the teardown of the modules at the end (see end()), and
-the start itself: the Python check, the CPU settings and the import (so a script importing paddle before startup would pass here: test_forkserver.py
-starts each script fresh to catch that), what Python reads at its start (conftest.python_run
-starts fresh when PYTHON* variables differ), the string-hash seed (one per server). The tests of
-the start itself (test_platforms.py, test_aistudio.py) start their own interpreters.
+atexit handlers). What it does not repeat is the teardown of the modules at the end (see end()),
+and the start itself: the Python check, the CPU settings and the import (so a script importing
+paddle before startup would pass here: test_forkserver.py starts each script fresh to catch that),
+what Python reads at its start (conftest.python_run starts fresh when PYTHON* variables differ),
+the string-hash seed (one per server). The tests of the start itself (test_platforms.py,
+test_aistudio.py) start their own interpreters.
 
 Protocol (conftest.ForkServer): one JSON line per request on stdin {"argv": [...], "cwd": ...,
 "env": {...}, "code": null or the CODE of `python -c CODE ARGV`, "stdout": file, "stderr": file};
@@ -101,7 +102,8 @@ def end(status):
         atexit._run_exitfuncs()
     except BaseException:
         pass
-    for stream in {id(s): s for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)}.values():
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)  # the script's, Python's
+    for stream in {id(s): s for s in streams}.values():  # each once
         try:
             if stream is not None and not stream.closed:  # as Python: those it skips
                 stream.flush()

@@ -200,7 +200,6 @@ def test_make_install_says_when_another_python_changes_nothing(tmp_path):
     .venv first to switch); one note says so, naming both Pythons, not make's silent "Nothing to be
     done"; one that is no Python 3.9 to 3.13 gets no advice to delete .venv. `make -q install` stays
     true to make: 0 when nothing is to be done."""
-    import os
     import platform
     import subprocess
     import sys

@@ -34,7 +34,7 @@ startup.import_paddle()  # before paddle, as in the scripts
 
 import checkpoints
 import pytest
-from conftest import ROOT, python_run, read_metrics, script_env
+from conftest import ROOT, python_run, read_metrics, record_new_weights, script_env
 from errors import UserError
 from safe_files import remove_temporaries
 from test_reliability import one_error
@@ -242,7 +242,6 @@ def test_a_kill_while_other_bytes_replace_a_checkpoint_of_the_same_run_leaves_it
     mnist_epoch1 whole or absent, never its json beside files it does not describe. (It failed
     before checkpoints.save compared the new files' sha256 with the old json's.)"""
     import paddle
-    from safe_files import file_hash
     good = {ext: (reference / 'checkpoint' / f'mnist_epoch1.{ext}').read_bytes() for ext in ('pdparams', 'pdopt')}
     for call, ext in SAVE:
         point = f'{call}:mnist_epoch1.{ext}'
@@ -254,9 +253,7 @@ def test_a_kill_while_other_bytes_replace_a_checkpoint_of_the_same_run_leaves_it
         name = sorted(weights)[0]
         weights[name] = weights[name] + 1e-3
         paddle.save(weights, start + '.pdparams')
-        meta = json.loads((ckpt / 'mnist_epoch0.json').read_text())
-        meta['files']['pdparams'] = file_hash(start + '.pdparams')
-        (ckpt / 'mnist_epoch0.json').write_text(json.dumps(meta))
+        record_new_weights(start)
         proc = run('resume.py', ['--ckpt', 'checkpoint/mnist_epoch0'], work, kill_at=point)
         killed_at(proc, point)
         whole, half = checkpoints_in(ckpt)
