@@ -10,7 +10,8 @@ and os.replace so that the first call for one target file (the file itself, or i
                 and after the file saved before it
   replace:NAME  right after the rename that puts NAME in place: after NAME
 (After a kill the kernel still writes out what the process wrote, so os.fsync makes no difference
-to what a later process sees; only a power cut would, which no test here can make.)
+to what a later process sees; only a power cut would, which no test here can make: the last test
+checks instead that each file is flushed to disk before its rename.)
 
 Each test is a chain: every kill is followed by the next run into the same folder, as a user would
 go on. After every kill each checkpoint in the folder is whole (checkpoints.read_meta verifies it),
@@ -322,3 +323,28 @@ def test_remove_temporaries_keeps_those_of_running_processes(tmp_path):
     remove_temporaries(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(names[1:])
     remove_temporaries(str(tmp_path / 'not there'))  # no folder yet: nothing to do
+
+
+def test_each_file_of_a_save_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """What a kill cannot show (the docstring above): a power cut after the rename keeps the new
+    bytes only if they were flushed first. os.fsync and os.replace are watched, not replaced: each
+    file of a checkpoint is renamed into place after an fsync of that very temporary."""
+    import paddle
+    events, fsync, replace = [], os.fsync, os.replace
+
+    def watched_fsync(fd):
+        events.append(('fsync', os.readlink(f'/proc/self/fd/{fd}')))
+        fsync(fd)
+
+    def watched_replace(src, dst):
+        events.append(('replace', os.fspath(src)))
+        replace(src, dst)
+    monkeypatch.setattr(os, 'fsync', watched_fsync)
+    monkeypatch.setattr(os, 'replace', watched_replace)
+    model = paddle.nn.Linear(2, 1)
+    checkpoints.save(str(tmp_path / 'm_epoch0'), model, paddle.optimizer.Adam(parameters=model.parameters()), {})
+    renamed = [path for kind, path in events if kind == 'replace']
+    assert [os.path.basename(p).split('.tmp')[0] for p in renamed] == ['.m_epoch0.pdparams', '.m_epoch0.pdopt',
+                                                                       '.m_epoch0.json']
+    for path in renamed:
+        assert events.index(('fsync', path)) < events.index(('replace', path)), events
