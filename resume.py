@@ -9,8 +9,9 @@ The checkpoint holds everything: model, optimizer state with the LR schedule's p
 settings (data, seed, hyper-parameters) and where it stopped (epoch, batch). The training script
 that wrote it (mnist_cnn.py, ...) rebuilds its model and continues with its own loop. Each epoch's
 order depends on (seed, epoch) alone, so the resumed run sees the same batches in the same order
-and its losses equal the uninterrupted run's bit for bit. (The tutorial's own resume diverged after
-the first batch: it restarted the LR schedule and reshuffled from global random state.)
+and its losses equal the uninterrupted run's bit for bit. (The tutorial's own printout drifts after
+the first batch, most likely from its GPU: README, "Stage 九"; tutorial_resume.py shows two faults
+that break a resume anywhere.)
 
 What resume.py needs from a training script (mnist_cnn.py, mnist_mlp.py, mnist_linear.py), named in
 the checkpoint as meta['script']; tests/test_stages.py checks every such script has them:

@@ -1,14 +1,16 @@
-"""Stage 九 the tutorial's way, to see why its "resumed training matches" claim fails in its own output.
+"""Stage 九: the tutorial's train_again() with the two faults that break a resume on any machine.
 
-The tutorial's train_again() loads the model and optimizer state from checkpoint/mnist_epoch0 but
-builds a new PolynomialDecay, so the learning rate starts again at 0.01 instead of where epoch 0
-left it; and its loader shuffles with the process's global random state, so the resumed epochs
-see other batches. This script does the same with a checkpoint of mnist_cnn.py and compares every
-batch loss with the uninterrupted run (resume.py, which restores both, matches every batch).
+Like train_again(), it loads the model and optimizer state of checkpoint/mnist_epoch0 into a new
+model, optimizer and PolynomialDecay, then trains on. Fault 1: the schedule's own state is not
+restored (Adam's moments are), so the rate starts again at 0.01. Fault 2 (unless --keep-order): each
+epoch is reshuffled from the process's global random state, as the course's loaders of stages 三
+to 八 do with random.shuffle, so the resumed epochs see other batches. It compares every batch loss
+with the uninterrupted run (resume.py, which has neither fault, matches every batch). The course's
+own resume had neither fault (README, "Stage 九"); its drift is most likely its GPU's.
 
     python tutorial_resume.py --ckpt checkpoint/mnist_epoch0 --compare runs/cnn/metrics.json
-    python tutorial_resume.py ... --keep-order     # only the restarted learning rate
-"""  # noqa: E501 (the first line, printed whole by --help, is 101 columns)
+    python tutorial_resume.py ... --keep-order     # fault 1 only: the restarted learning rate
+"""
 import argparse
 
 import startup
@@ -23,9 +25,9 @@ from safe_files import check_writable
 
 
 class GlobalShuffleSampler(common.EpochBatchSampler):
-    """The tutorial's order: a new shuffle from a process-wide generator every epoch, whatever the
-    epoch number (seeded once per run, with another seed than the run's, so that this figure
-    repeats)."""
+    """Fault 2, the order of the course's loaders of stages 三 to 八 (random.shuffle): a new
+    shuffle from a process-wide generator every epoch, whatever the epoch number (seeded once per
+    run, with another seed than the run's, so that this figure repeats)."""
 
     def __iter__(self):
         order = self.generator.permutation(self.n)
@@ -55,15 +57,14 @@ def main(argv=None):
     prefix, meta = restore.find(args.ckpt)
     if meta.get('script') != 'mnist_cnn' or 'next_epoch' not in meta:
         common.fail(f'{prefix} is not a training checkpoint of mnist_cnn.py (checkpoint/mnist_epoch'
-                    f'{{N}}); the tutorial\'s resume is about its CNN')
+                    f'{{N}}); train_again() is about the course\'s CNN')
     cfg = dict(meta['config'], out=args.out, ckpt_dir=args.ckpt_dir, visualdl=None)
     if meta['next_epoch'] >= cfg['epochs']:
         common.fail(f'{prefix} is the end of its run: nothing is left to resume; pass an earlier '
                     f'checkpoint, such as checkpoint/mnist_epoch0 of a run of 2 epochs or more')
     if cfg['schedule'] != 'poly':
-        common.fail(f'{prefix} was trained at a constant rate (--schedule constant): the '
-                    f'tutorial\'s resume restarts a decaying schedule; pass a checkpoint of a '
-                    f'poly run')
+        common.fail(f'{prefix} was trained at a constant rate (--schedule constant): this '
+                    f'script restarts a decaying schedule; pass a checkpoint of a poly run')
     device = common.select_device(cfg['device'])
     splits, _ = common.load_mnist_splits(cfg['data']['path'], cfg['train_limit'])
     train_loader, valid_loader, eval_loader = mnist_cnn.make_loaders(splits, cfg)
@@ -77,20 +78,20 @@ def main(argv=None):
     optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule
     restore.load_model(model, prefix + '.pdparams')
     state = restore.load_state(prefix + '.pdopt', 'optimizer file')
-    state['LR_Scheduler'] = scheduler.state_dict()  # as the tutorial: Adam's moments, the rate anew
+    state['LR_Scheduler'] = scheduler.state_dict()  # fault 1: Adam's moments, the rate anew
     try:
         optimizer.set_state_dict(state)
     except Exception as e:
         common.fail(f'{prefix}.pdopt does not fit this optimizer ({e}); it is from another model')
-    print(f'resuming {prefix} the tutorial\'s way: learning rate back at {scheduler.get_lr():g}, '
-          + ('the same batch order' if args.keep_order
-             else 'batches reshuffled from a global generator'))
+    print(f'resuming {prefix} with train_again()\'s loop and a fault: learning rate back at '
+          f'{scheduler.get_lr():g}, ' + ('the same batch order' if args.keep_order
+                                         else 'batches reshuffled from a global generator'))
     loaders = (train_loader, valid_loader, eval_loader)
     record = mnist_cnn.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     way = 'rate restarted' + ('' if args.keep_order else ', reshuffled')
     metrics = mnist_cnn.finish(model, loaders, cfg, record, device,
                                {'resumed_from': prefix, 'tutorial_way': way})
-    restore.compare_losses(metrics, reference)  # expected to differ: that is the point
+    restore.compare_losses(metrics, reference)  # expected to differ: that is the point of a fault
     return metrics
 
 

@@ -179,7 +179,7 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
                       '--compare', cnn_run['out'] / 'metrics.json', cwd=tmp_path)
     assert proc.returncode == 0 and 'the reference run did not end at this checkpoint: not compared' in proc.stdout
     proc = run_script('tutorial_resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--compare',
-                      cnn_run['out'] / 'metrics.json', cwd=tmp_path)  # the course's way: nothing to resume
+                      cnn_run['out'] / 'metrics.json', cwd=tmp_path)  # train_again() with faults: nothing to resume
     assert proc.returncode == 1 and 'mnist_epoch2 is the end of its run: nothing is left to resume' in proc.stderr
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch0', '--compare',
                       'missing.json', '--out', tmp_path / 'o', '--ckpt-dir', tmp_path / 'c', cwd=tmp_path)

@@ -307,7 +307,7 @@ def test_resume_notebook_resumes_bit_identically(job, executed):
     check_self_contained(nb, folder)
     out = ''.join(text(c) for c in nb.cells if c.cell_type == 'code')
     assert 'resumed losses are bit-identical to the uninterrupted run' in out, out[-3000:]
-    assert 'resumed losses DIFFER from the reference run' in out  # the tutorial's way, at the end
+    assert 'resumed losses DIFFER from the reference run' in out  # train_again() with the faults, at the end
     assert not [c for c in nb.cells if c.source.startswith('%%writefile resume.py')]  # the lesson, once
 
 

@@ -168,7 +168,7 @@ def resumed_exactly(compare):
 
 
 def tutorial_resume_drifts(run):
-    # "the tutorial's resume (schedule restarted, data reshuffled), to see its losses drift"
+    # "the tutorial's `train_again()` with the two faults that break a resume (...), to see its losses drift"
     assert 'resumed losses DIFFER from the reference run' in run.proc.stdout, run.proc.stdout
     full, theirs = run.metrics(), run.metrics('runs/tutorial-resume')
     ours = full['batch_losses'][theirs['first_step']:]

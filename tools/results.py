@@ -3,8 +3,8 @@
 Every stage runs through its script's main(), as a notebook would call it, with the tutorial's
 settings; each row stands beside the figure the tutorial printed (its MNIST text, "深度学习入门必看-
 手写数字识别", quoted in EXPERIMENTS below, so no copy of the course is needed) and the published one. Where the tutorial's settings leave a model unconverged, a row with
-settings that converge follows. Stage 九 is run three ways: resume.py, and the tutorial's own
-resume (tutorial_resume.py) with and without its reshuffling. Finally the course's mnist.json.gz
+settings that converge follows. Stage 九 is run three ways: resume.py, and the tutorial's train_again()
+(tutorial_resume.py) with a restarted rate, with and without a reshuffle. Finally the course's mnist.json.gz
 is written from the idx files (tools/mnist_json.py) and trained on, to show it gives the same losses.
 
     python tools/results.py --data-dir ../shared/data/mnist --housing-data ../shared/data
@@ -186,7 +186,7 @@ def figure_resume(full, resumes, folder):
     colours = {'ours': 'tab:green', 'rate restarted': 'tab:orange', 'rate restarted, reshuffled': 'tab:red'}
     for name, run in resumes.items():  # ours drawn last and thicker: a flat line on top of the others
         steps = np.arange(len(run['batch_losses'])) + run['first_step']
-        label = 'resume.py (ours): 0 at every batch' if name == 'ours' else f'the tutorial\'s resume: {name}'
+        label = 'resume.py (ours): 0 at every batch' if name == 'ours' else f'train_again() with {name}'
         bottom.plot(steps, np.asarray(run['batch_losses']) - reference[steps], color=colours[name], label=label,
                     linewidth=2 if name == 'ours' else 0.7, zorder=3 if name == 'ours' else 2)
     top.axvline(resumes['ours']['first_step'], color='gray', linestyle='--', linewidth=0.8)
@@ -242,11 +242,14 @@ def resume_lines(full, resumes):
             continue
         ours, ref = np.asarray(run['batch_losses']), np.asarray(full['batch_losses'])[run['first_step']:]
         value = f'{ours[at - run["first_step"]]:.8f}' if 0 <= at - run['first_step'] < len(ours) else ''
-        label = 'resume.py (ours)' if name == 'ours' else f'the tutorial\'s: {name}'
+        label = 'resume.py (ours)' if name == 'ours' else ('faults: ' if ',' in name else 'fault: ') + name
         lines.append(f'| {label} | {len(ours):,} | {int((ours == ref).sum()):,} | {np.abs(ours - ref).max():.3g} | {value} |')
-    lines += ['', 'The tutorial printed 0.2429442 (uninterrupted) and 0.22038987 (resumed) at epoch 1, batch 200. Its '
-              'train_again() builds a new PolynomialDecay, so the learning rate restarts at 0.01, and its loader '
-              'reshuffles from global random state. Either fault alone breaks the match; resume.py restores both.']
+    lines += ['', 'The faults (tutorial_resume.py, the tutorial\'s train_again() in today\'s API): the PolynomialDecay '
+              'starts anew, so the learning rate is back at 0.01; and each epoch reshuffled from global random state, '
+              'as the course\'s loaders of stages 三 to 八 do. Either alone breaks the match; resume.py has neither. '
+              'The tutorial printed 0.2429442 (uninterrupted) and 0.22038987 (resumed) at epoch 1, batch 200, from '
+              'neither fault (its stage 九 loader does not shuffle; its fluid optimizer restored the schedule\'s '
+              'step): most likely from its GPU\'s non-deterministic cuDNN (README, "Stage 九").']
     return lines
 
 
