@@ -69,8 +69,8 @@ def read_meta(prefix):
         if os.path.isfile(prefix + '.pdparams'):
             fail(f'{meta_path} is missing: {prefix}.pdparams was not written by these scripts, '
                  f'or its writing was interrupted; resume from another checkpoint')
-        fail(f'no checkpoint at {prefix} (looked for {prefix}.pdparams and {meta_path}); '
-             f'pass --ckpt checkpoint/mnist_epoch0, a checkpoint folder, or latest')
+        fail(f'no checkpoint at {prefix} (looked for {prefix}.pdparams and {meta_path}); train '
+             f'first, or pass --ckpt with a checkpoint that exists, its folder, or latest')
     try:
         with open(meta_path) as f:
             meta = json.load(f)

@@ -26,6 +26,9 @@ def find(path):
     checkpoint), or 'latest' (the same in ./checkpoint; in a notebook work/checkpoint). Returns
     (prefix, meta)."""
     path = common.kept('checkpoint') if str(path) == 'latest' else str(path)
+    if not os.path.isdir(path) and str(path) == common.kept('checkpoint'):  # latest, nothing yet
+        fail(f'there is no {path} folder yet, so no latest checkpoint; train first (make cnn, or '
+             f'the mnist_cnn notebook)')
     if not os.path.isdir(path):
         prefix = checkpoint_prefix(path)
         if not (os.path.exists(prefix + '.json') or os.path.exists(prefix + '.pdparams')):
@@ -103,7 +106,11 @@ def load_json(path, what):  # resume.py --compare: the uninterrupted run's metri
             return json.load(f)
     except FileNotFoundError:
         fail(f'{path} does not exist; expected a {what}')
-    except (ValueError, UnicodeDecodeError, IsADirectoryError, PermissionError):
+    except IsADirectoryError:
+        fail(f'{path} is a folder; pass {os.path.join(path, "metrics.json")}, the {what}')
+    except PermissionError:
+        fail(f'{path} cannot be read (permission denied); expected a {what}')
+    except (ValueError, UnicodeDecodeError):
         fail(f'{path} is not valid JSON; expected a {what}')
 
 

@@ -147,6 +147,10 @@ def test_predict_errors(cnn_run, run_script, tmp_path):
 def test_resume_errors(cnn_run, run_script, tmp_path):
     proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch7', cwd=tmp_path)
     assert proc.returncode == 1 and 'no checkpoint at checkpoint/mnist_epoch7' in proc.stderr
+    assert '--ckpt checkpoint/mnist_epoch' not in proc.stderr  # not the user's own words as advice
+    proc = run_script('resume.py', '--ckpt', 'latest', cwd=tmp_path)  # nothing trained here yet
+    assert proc.returncode == 1 and proc.stderr == ('error: there is no checkpoint folder yet, so no latest '
+                                                    'checkpoint; train first (make cnn, or the mnist_cnn notebook)\n')
     # after a Ctrl-C in epoch 0 the folder holds mnist_interrupted and no mnist_epoch0: named
     (tmp_path / 'ck').mkdir()
     for ext in ('json', 'pdparams', 'pdopt'):  # and a later checkpoint of another model (not named)
@@ -161,6 +165,8 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     (tmp_path / 'notes.json').write_text('[1, 2]')  # --compare: checked before any training
     proc = run_script('resume.py', '--ckpt', 'ck/mnist_interrupted', '--compare', 'notes.json', cwd=tmp_path)
     assert proc.returncode == 1 and "notes.json is not a run's metrics.json (it has no batch_losses)" in proc.stderr
+    proc = run_script('resume.py', '--ckpt', 'ck/mnist_interrupted', '--compare', 'ck', cwd=tmp_path)  # its folder
+    assert proc.returncode == 1 and proc.stderr.startswith(f'error: ck is a folder; pass {os.path.join("ck", "metrics.json")}, the')
     # the last epoch's checkpoint: nothing to train, it is evaluated (a Ctrl-C in the final evaluation
     # leaves a run without its results); --epochs not beyond it: refused
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--out', 'ended', '--compare',
