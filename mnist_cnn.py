@@ -169,12 +169,13 @@ def check_layers(model, images, seed, out, content=False):
              ('conv2+relu', lambda t: F.relu(model.conv2(t))), ('pool2', model.pool2),
              ('fc', lambda t: model.fc(paddle.flatten(t, start_axis=1)))]
     print('########## parameter shapes ##########')
-    print('\n'.join(f'{name}: {p.shape}' for name, p in model.named_parameters()))
-    print(f'########## output shape of every layer ##########\ninput: {x.shape}')
+    # list(shape): [100, 20, 28, 28] as the course printed it (paddle 3 shows paddle.Size([...]))
+    print('\n'.join(f'{name}: {list(p.shape)}' for name, p in model.named_parameters()))
+    print(f'########## output shape of every layer ##########\ninput: {list(x.shape)}')
     outputs = {}
     for name, step in steps:
         x = step(x)
-        print(f'{name}: {x.shape}')
+        print(f'{name}: {list(x.shape)}')
         outputs[name] = x
     if content:
         layer_plots = common.optional('layer_plots', '--check-content')  # a notebook lacks it

@@ -95,7 +95,7 @@ class Tracker:
         self.epoch_start = time.perf_counter()
         return self.first
 
-    def prints(self, batch_id):  # the tutorial's `if batch_id % 100 == 0: print(...)`
+    def prints(self, batch_id):  # the tutorial's `if batch_id % 200 == 0: print(...)` (八: 100)
         return batch_id % self.cfg['log_every'] == 0
 
     def record_batch(self, batch_id, loss, correct, count):  # keep the loss and the accuracy
@@ -233,7 +233,7 @@ def first_samples(dataset, seed, epoch, count=32):
 
 def show_data(train_loader, cfg):  # 三: one batch's shapes, and samples.png
     images, labels = next(iter(train_loader))
-    print(f'one batch: images {images.shape} {images.dtype}, labels {labels.shape} '
+    print(f'one batch: images {list(images.shape)} {images.dtype}, labels {list(labels.shape)} '
           f'{labels.dtype}; {len(train_loader)} batches per epoch')
     if common.rank_and_world()[0] == 0:
         images, labels = first_samples(train_loader.dataset, cfg['seed'], 0)
