@@ -160,8 +160,8 @@ class Tracker:
             self.visualdl.epoch(row, self.model, self.train_set)
         return self.position(self.epoch + 1, 0, None)
 
-    def stop_if_interrupted(self):  # Ctrl-C in the last batch or validation; not after the last
-        if self.epoch + 1 < self.cfg['epochs'] and self.agree(self.stop_requested):
+    def stop_if_interrupted(self):  # Ctrl-C in an epoch's last batch or validation (in the last
+        if self.agree(self.stop_requested):  # epoch too: resume.py evaluates its checkpoint)
             raise Interrupted(os.path.join(self.cfg['ckpt_dir'],
                                            f'{self.cfg["name"]}_epoch{self.epoch}'))
 

@@ -146,13 +146,15 @@ def test_ctrl_c_in_the_final_evaluation_is_one_line(idx_dir, tmp_path):
     assert not (tmp_path / 'runs' / 'cnn' / 'metrics.json').exists()
 
 
-def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize('epochs', [2, 1])
+def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, monkeypatch, epochs):
     """Ctrl-C during the last batch of epoch 0 (raised deterministically from inside the step):
     the epoch still validates and saves mnist_epoch0, and the resumed run's epoch rows and losses
-    equal the uninterrupted run's."""
+    equal the uninterrupted run's. When epoch 0 is the run's last (1 epoch), the run stops there too,
+    before its final evaluation, and resume.py on that checkpoint evaluates it as the run would have."""
     import mnist_cnn
     import resume
-    args = ['--data-dir', idx_dir, '--epochs', '2', '--batch-size', '100', '--log-every', '1000']
+    args = ['--data-dir', idx_dir, '--epochs', str(epochs), '--batch-size', '100', '--log-every', '1000']
     full = mnist_cnn.main(args + ['--out', str(tmp_path / 'full'), '--ckpt-dir', str(tmp_path / 'c_full')])
     steps = full['steps_per_epoch']
 
@@ -172,10 +174,12 @@ def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, m
     monkeypatch.setattr(mnist_cnn, 'loss_and_correct', real)
     assert restore.find(str(tmp_path / 'c'))[1]['next_epoch'] == 1
     assert (tmp_path / 'c' / 'mnist_epoch0.json').exists()
+    assert not (tmp_path / 'part' / 'metrics.json').exists()  # stopped before the final evaluation
 
     resumed = resume.main(['--ckpt', str(tmp_path / 'c'), '--out', str(tmp_path / 'res'),
                            '--compare', str(tmp_path / 'full' / 'metrics.json')])
     assert resumed['batch_losses'] == full['batch_losses'][steps:]
+    assert resumed['eval'] == full['eval']
     timing = ('samples_per_s', 'seconds')
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
     assert strip(resumed['epochs']) == strip(full['epochs'][1:])
