@@ -77,10 +77,10 @@ def main(argv=None):
     cfg['epochs'] = args.epochs or cfg['epochs']  # schedule_steps stays: the run's own LR schedule
     if reference is not None and not restore.same_settings(cfg, reference):
         reference = None  # said now (make resume adds runs/cnn's), not after the training
-    if args.epochs and args.epochs < meta['next_epoch']:
-        common.fail(f'{prefix} has trained {meta["next_epoch"]} epochs already, more than '
-                    f'--epochs {args.epochs}; pass N > {meta["next_epoch"]} to train further, or '
-                    f'leave it out')
+    if args.epochs and (args.epochs, 0) < (meta['next_epoch'], meta['next_batch']):
+        common.fail(f'{prefix} has trained past --epochs {args.epochs} (it is at epoch '
+                    f'{meta["next_epoch"]}, batch {meta["next_batch"]}); pass N > '
+                    f'{meta["next_epoch"]} to train further, or leave it out')
     script = common.optional(meta['script'], '--ckpt')  # the script whose model and loop these are
     device = common.select_device(args.device or cfg['device'])
     # 2. the same data: the run's own unless --data-dir points elsewhere, checked by fingerprint
@@ -96,10 +96,12 @@ def main(argv=None):
     optimizer, scheduler = script.build_optimizer(cfg, model.parameters())
     restore.load_model(model, prefix + '.pdparams')
     restore.load_optimizer(optimizer, prefix + '.pdopt')
-    if meta['next_epoch'] >= cfg['epochs']:  # its run ended (a Ctrl-C in its final evaluation?)
-        print(f'{prefix} (run {meta["run_id"]}) is the end of its {cfg["epochs"]}-epoch run: '
-              f'nothing left to train; evaluating it into {cfg["out"]}/ (--epochs N with '
-              f'N > {cfg["epochs"]} trains further)')
+    if meta['next_epoch'] >= cfg['epochs']:  # its run ended (a Ctrl-C in its last epoch?), or
+        ended = (f'is the end of its {cfg["epochs"]}-epoch run'  # --epochs stops here
+                 if cfg['epochs'] == meta['config']['epochs']
+                 else f'has trained the {cfg["epochs"]} epochs of --epochs')
+        print(f'{prefix} (run {meta["run_id"]}) {ended}: nothing left to train; evaluating it '
+              f'into {cfg["out"]}/ (--epochs N with N > {cfg["epochs"]} trains further)')
     else:
         print(f'resuming {prefix} (run {meta["run_id"]}) at epoch {meta["next_epoch"]}, batch '
               f'{meta["next_batch"]}; training through epoch {cfg["epochs"] - 1}, the last of '

@@ -1,4 +1,5 @@
 """The scripts end to end, as a user runs them: subprocesses, real files, exit codes, messages."""
+import json
 import os
 import shutil
 
@@ -179,11 +180,16 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     assert sorted(os.listdir(tmp_path / 'ended')) == ['confusion.png', 'metrics.json', 'mistakes.png', 'model.json',
                                                       'model.pdparams']  # no curves of nothing
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--epochs', '2', cwd=tmp_path)
-    assert proc.returncode == 1 and 'has trained 3 epochs already, more than --epochs 2; pass N > 3' in proc.stderr
+    assert proc.returncode == 1 and 'has trained past --epochs 2 (it is at epoch 3, batch 0); pass N > 3' in proc.stderr
     # an earlier checkpoint evaluated (--epochs: where it is): the reference run did not end there
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch1', '--epochs', '2', '--out', 'e1',
                       '--compare', cnn_run['out'] / 'metrics.json', cwd=tmp_path)
     assert proc.returncode == 0 and 'the reference run did not end at this checkpoint: not compared' in proc.stdout
+    assert 'has trained the 2 epochs of --epochs: nothing left to train' in proc.stdout  # not "the end of its run"
+    meta = json.loads((tmp_path / 'ck' / 'mnist_interrupted.json').read_text())  # as if stopped in epoch 2:
+    (tmp_path / 'ck' / 'mnist_interrupted.json').write_text(json.dumps(dict(meta, next_batch=1)))
+    proc = run_script('resume.py', '--ckpt', 'ck/mnist_interrupted', '--epochs', '2', cwd=tmp_path)  # past it
+    assert proc.returncode == 1 and 'has trained past --epochs 2 (it is at epoch 2, batch 1); pass N > 2' in proc.stderr
     proc = run_script('tutorial_resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--compare',
                       cnn_run['out'] / 'metrics.json', cwd=tmp_path)  # train_again() with faults: nothing to resume
     assert proc.returncode == 1 and 'mnist_epoch2 is the end of its run: nothing is left to resume' in proc.stderr
