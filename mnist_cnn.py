@@ -249,7 +249,8 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
             valid = evaluate(model, valid_loader, cfg['loss'])  # 八: images it never trains on
             position = tracker.end_epoch(valid)
             prefix = os.path.join(cfg['ckpt_dir'], f'{NAME}_epoch{epoch}')
-            # 九: the model, the optimizer and where to continue
+            # 九: paddle.save(model.state_dict(), prefix + '.pdparams') and the same for the
+            # optimizer's (.pdopt), each file written whole, then a .json: where to continue
             checkpoints.save(prefix, model, optimizer, position)
             tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
     return tracker.record

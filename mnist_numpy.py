@@ -104,12 +104,13 @@ class NumpyMLP:
         for k in self.params:
             self.params[k] -= lr * grads[k]
 
-    def evaluate(self, images, labels):
+    def evaluate(self, images, labels):  # the forward pass alone: no gradients to compute
         losses, correct = 0.0, 0
         for start in range(0, len(labels), 1000):
             x, y = flat(images[start:start + 1000]), labels[start:start + 1000]
-            loss, right, _ = self.loss_and_gradients(x, y)
-            losses, correct = losses + loss * len(y), correct + right
+            logits = self.forward(x)[1]
+            losses += float(softmax_cross_entropy(logits, y)[0]) * len(y)
+            correct += int((logits.argmax(axis=1) == y).sum())
         return ({'loss': losses / len(labels), 'acc': correct / len(labels)} if len(labels)
                 else {'loss': None, 'acc': None})
 
@@ -153,7 +154,8 @@ def gradient_check(net, x, y):
 def numerical_beside_backprop(images, labels, lr, seed, hidden=10, batch=10, steps=3):
     """The check, one gradient timed each way, a few steps each way, on a small network and a batch
     drawn by a generator of its own: the training's batches and weights are untouched."""
-    pick = np.random.default_rng(seed).choice(len(labels), batch + 100)  # as the course: any
+    # any images, as the course picks them (with replacement: one may come twice)
+    pick = np.random.default_rng(seed).choice(len(labels), batch + 100)
     x, y = flat(images[pick[:batch]]), labels[pick[:batch]]
     net, twin = NumpyMLP(hidden, seed), NumpyMLP(hidden, seed)  # the same weights
     start = time.perf_counter()

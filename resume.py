@@ -94,6 +94,8 @@ def main(argv=None):
     # 3. the model and the optimizer as the checkpoint left them (with the LR schedule's position)
     model = script.build_model(cfg)
     optimizer, scheduler = script.build_optimizer(cfg, model.parameters())
+    # = model.set_state_dict(paddle.load(prefix + '.pdparams')), the same for the optimizer, with
+    # one sentence for a file that does not fit
     restore.load_model(model, prefix + '.pdparams')
     restore.load_optimizer(optimizer, prefix + '.pdopt')
     if meta['next_epoch'] >= cfg['epochs']:  # its run ended (a Ctrl-C in its last epoch?), or
