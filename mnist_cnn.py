@@ -108,7 +108,8 @@ def make_loaders(splits, cfg):
     500 at a time."""
     train_set = TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
     sampler = common.batch_sampler(len(train_set), cfg['batch_size'], cfg['seed'])
-    # DataLoader workers (--num-workers) send batches by pipe, not through /dev/shm
+    # DataLoader workers (--num-workers) send batches by pipe, not through shared memory (/dev/shm:
+    # 64 MB on AI Studio, too small for them)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler,
                                         num_workers=cfg['num_workers'], use_shared_memory=False)
     valid_loader = paddle.io.DataLoader(MNISTDataset(*splits['valid']), batch_size=500)
@@ -155,7 +156,8 @@ class MNISTCNN(nn.Layer):
 
 
 def build_model(cfg):
-    paddle.utils.unique_name.switch()  # fresh names (conv2d_0.w_0...): every run's checkpoints fit
+    # fresh parameter names (conv2d_0.w_0, ...), which key the .pdopt: every run's checkpoints fit
+    paddle.utils.unique_name.switch()
     return MNISTCNN(outputs=10 if cfg['loss'] == 'ce' else 1)
 
 

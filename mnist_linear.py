@@ -93,7 +93,8 @@ class MNISTLinear(nn.Layer):
 
 
 def build_model(cfg):
-    paddle.utils.unique_name.switch()  # fresh names (linear_0.w_0...): every run's checkpoints fit
+    # fresh parameter names (linear_0.w_0, ...), which key the .pdopt: every run's checkpoints fit
+    paddle.utils.unique_name.switch()
     return MNISTLinear(outputs=10 if cfg['loss'] == 'ce' else 1)
 
 
