@@ -29,9 +29,9 @@ def run_main(main_fn, argv=None):
     except UserError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         raise SystemExit(1)
-    except KeyboardInterrupt:
-        print('stopped (Ctrl-C) before the run finished; every file written so far is whole; '
-              'after its training, resume.py with its last checkpoint writes its evaluation',
+    except KeyboardInterrupt as e:  # its words, where it has them (a second Ctrl-C: progress.py)
+        print(str(e) or 'stopped (Ctrl-C) before the run finished; every file written so far is '
+              'whole; after its training, resume.py with its last checkpoint writes its evaluation',
               file=sys.stderr, flush=True)
         if os.name != 'posix':
             raise SystemExit(130)
@@ -67,8 +67,9 @@ def one_line_errors(cells):
             raised = raised.tb_next
         line, here = None, raised.tb_frame.f_globals is shell.user_global_ns
         if kind is KeyboardInterrupt:
-            line = ('stopped (interrupt) before this cell finished; every file written so far is '
-                    'whole; after training, resume.ipynb with its last checkpoint evaluates it')
+            line = str(error) or ('stopped (interrupt) before this cell finished; every file '
+                                  'written so far is whole; after training, resume.ipynb with its '
+                                  'last checkpoint evaluates it')
         elif name and name.group(1) in made_by and here:
             line = (f'error: {name.group(1)} is not defined yet: the cell under '
                     f'"{made_by[name.group(1)]}" makes it; run the cells from there down to this '

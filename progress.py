@@ -176,8 +176,11 @@ class Tracker:
                 'paddle_version': paddle.__version__}
 
     def on_signal(self, signum, frame):  # Ctrl-C: stop after this step
-        if self.stop_requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C aborts at once (the launcher's SIGTERMs not)
+        if self.stop_requested and signum == signal.SIGINT:  # a second Ctrl-C aborts at once (the
+            folder = self.cfg['ckpt_dir']  # launcher's SIGTERMs not); errors.py prints this line
+            raise KeyboardInterrupt(f'stopped by a second interrupt (Ctrl-C), without saving; the '
+                                    f'checkpoints saved before in {folder} are whole: resume the '
+                                    f'newest with --ckpt {folder} (if it holds none, train anew)')
         if not self.stop_requested:
             print(f'\ninterrupt: finishing {self.stops_after}, then saving a checkpoint '
                   f'(Ctrl-C again to abort)', flush=True)
