@@ -21,8 +21,8 @@ WRITE_HINTS = {errno.ENOSPC: OTHER_DISK, errno.EDQUOT: OTHER_DISK, errno.EACCES:
 
 def write_error(path, error):
     fail(f'cannot write {path}: {error.strerror or error}; '
-         f'{WRITE_HINTS.get(error.errno, "pass another folder")} (checkpoints saved before are '
-         f'intact)')
+         f'{WRITE_HINTS.get(error.errno, "pass another folder")} (every file written before, '
+         f'checkpoints too, is intact)')
 
 
 def remove(path):  # os.remove, a refusal as one sentence
