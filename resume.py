@@ -108,11 +108,10 @@ def main(argv=None):
         print(f'resuming {prefix} (run {meta["run_id"]}) at epoch {meta["next_epoch"]}, batch '
               f'{meta["next_batch"]}; training through epoch {cfg["epochs"] - 1}, the last of '
               f'{cfg["epochs"]}')
-    # 4. train on from there with the script's own loop (from a run's last checkpoint: nothing),
-    # evaluate and save
+    # 4. train on with the script's own loop (a run's last checkpoint: nothing), evaluate, save
     record = script.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     metrics = script.finish(model, loaders, cfg, record, device, {'resumed_from': prefix})
-    # 5. compare every batch loss with the uninterrupted run's (nothing trained: the evaluation)
+    # 5. compare every batch loss with the uninterrupted run's (a run's last checkpoint: the eval)
     # (七: rank 0 alone, which prints; every worker holds the same summed losses, but one exiting 1
     # first would make the launcher stop rank 0 before it printed the comparison)
     if reference is not None and common.rank_and_world()[0] == 0 \
