@@ -328,7 +328,8 @@ def main(argv=None):
     runs = {}
     for i, row in enumerate(EXPERIMENTS):
         name, stage, script, _, flags = row[:5]
-        print(f'\n===== [{i + 1}/{len(EXPERIMENTS) + 3}] {name} (stage {stage}): {script}.py {" ".join(flags)}', flush=True)
+        print(f'\n===== [{i + 1}/{len(EXPERIMENTS) + 3}] {name} (stage {stage}): {script}.py {" ".join(flags)}'
+              + (' (--fast: --train-limit 1000 --epochs 2)' if args.fast else ''), flush=True)
         runs[name] = run_mnist(args, name, script, flags)
     print(f'\n===== [{len(EXPERIMENTS) + 1}/{len(EXPERIMENTS) + 3}] stage 九: resume cnn-final three ways', flush=True)
     resumes = run_resumes(args) if 'error' not in runs['cnn-final'] else {}
