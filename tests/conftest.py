@@ -119,9 +119,11 @@ class ForkServer:
 
     def end_started(self):
         started, self.started = self.started, None
-        if started is not None and started.returncode is None:
-            started.kill()
-            started.wait()
+        if started is not None:
+            if started.returncode is None:
+                started.kill()
+                started.wait()
+            started.close()
 
     def close(self):
         self.end_started()
@@ -162,10 +164,13 @@ class Started:
         out = self.stdout.read()
         self.wait(timeout)
         err = self.stderr.read()
+        self.close()
+        return out, err
+
+    def close(self):  # its output folder goes (after communicate, or when the server moves on)
         self.stdout.close()
         self.stderr.close()
         shutil.rmtree(self.folder, ignore_errors=True)
-        return out, err
 
 
 def fork_server(argv, env):
@@ -213,9 +218,6 @@ def run_script(tmp_path_factory):
     def run(script, *args, cwd, timeout=600, fresh=False):
         return python_run([ROOT / script, *args], cwd, script_env(home), timeout, fresh=fresh)
     yield run
-    for server in _servers:
-        server.close()
-    _servers.clear()
 
 
 @pytest.fixture(scope='session')
@@ -294,6 +296,9 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    for server in _servers:  # started by any test's first forked run: its home folder goes too
+        server.close()
+    _servers.clear()
     if _unexpected_skips and exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
