@@ -152,5 +152,5 @@ compat: $(TEST_STAMP)  ## Python 3.9-3.13 pinned, PaddlePaddle 2.6.2/3.0.0/3.2.2
 golden: $(TEST_STAMP)  ## add this machine's entry to tests/golden/*.json (ARGS=--fresh: drop the others; review the diff)
 	$(PY) tests/make_golden.py $(ARGS)
 
-clean:  ## remove runs/, checkpoint/ and results/ (not .venv)
-	rm -rf runs checkpoint results
+clean:  ## remove runs/, checkpoint/, results/ and log/ (NPROC's worker logs); not .venv, nor work/ (your data)
+	rm -rf runs checkpoint results log

@@ -120,7 +120,7 @@ class Tracker:
             if not math.isfinite(loss):
                 common.fail(f'the loss became {loss} at epoch {self.epoch}, '
                             f'batch {self.first_gathered + i}: training diverged. Use a smaller '
-                            f'learning rate (now --lr {self.cfg["lr"]}); the checkpoints saved '
+                            f'learning rate (now --lr {self.cfg["lr"]:g}); the checkpoints saved '
                             f'before this batch in {self.cfg["ckpt_dir"]} are intact')
 
     def save_and_stop_if_interrupted(self):

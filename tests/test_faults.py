@@ -255,7 +255,7 @@ def test_divergence_stops_and_keeps_the_good_checkpoints(run_script, idx_dir, tm
             '--epochs', '3', '--batch-size', '20', '--train-limit', '20', '--log-every', '1']
     proc = run_script('mnist_cnn.py', *args, cwd=tmp_path)
     stop = ('error: the loss became inf at epoch 2, batch 0: training diverged. Use a smaller learning rate '
-            '(now --lr 100.0); the checkpoints saved before this batch in checkpoint are intact')
+            '(now --lr 100); the checkpoints saved before this batch in checkpoint are intact')
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [stop], proc.stdout + proc.stderr
     assert 'epoch 1: train loss' in proc.stdout  # two epochs finished before
     ckpt = tmp_path / 'checkpoint'
