@@ -16,7 +16,8 @@ import paddle
 
 import common
 from errors import UserError, fail
-from safe_files import file_hash, remove, remove_temporaries, write_bytes, write_error, write_json
+from safe_files import (check_writable, file_hash, remove, remove_temporaries, write_bytes,
+                        write_error, write_json)
 
 FORMAT = 2  # the json's layout; 1 was written before the scripts showed their own loop
 
@@ -101,8 +102,17 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
     return sorted(found, key=lambda item: item[0])
 
 
+def check_folders(cfg, new_run=True):
+    """Before anything is written (samples.png comes before training): both folders writable, the
+    checkpoint folder not in use and without an unfinished run that would refuse this one, so a
+    refused run leaves --out as it was. Training then holds the folder (hold_folder)."""
+    check_writable(cfg['out'], cfg['ckpt_dir'])
+    with hold_folder(cfg, new_run, move=False):
+        pass
+
+
 @contextlib.contextmanager
-def hold_folder(cfg, new_run):
+def hold_folder(cfg, new_run, move=True):
     """While a run trains, it alone holds cfg['ckpt_dir'] (rank 0 for all workers). Another run's
     checkpoints move to ckpt_dir/previous/<run id>/, but a new run does not replace an unfinished
     one (resume it, or --overwrite moves it too)."""
@@ -119,11 +129,11 @@ def hold_folder(cfg, new_run):
                     and meta.get('run_id') != cfg['run_id']:
                 runs.setdefault(meta.get('run_id'), []).append(prefix)
         if runs:
-            move_aside(runs, folder, new_run and not cfg.get('overwrite'))
+            move_aside(runs, folder, new_run and not cfg.get('overwrite'), move)
         yield
 
 
-def move_aside(runs, folder, refuse_unfinished):
+def move_aside(runs, folder, refuse_unfinished, move=True):
     for prefix in (prefixes[-1] for prefixes in runs.values()) if refuse_unfinished else ():
         meta = read_meta(prefix)
         stopped = os.path.basename(prefix).endswith('_interrupted')
@@ -132,6 +142,8 @@ def move_aside(runs, folder, refuse_unfinished):
             fail(f'{prefix} is the newest checkpoint of an unfinished run; pass --overwrite to '
                  f'move it aside and start anew, or continue it with: '
                  f'{common.resume_command(prefix, meta)}')
+    if not move:  # check_folders: the refusal alone
+        return
     # each checkpoint linked into target, json last, then removed here, json first: a kill midway
     # leaves it whole in one folder or the other
     for run_id, prefixes in runs.items():

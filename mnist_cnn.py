@@ -29,7 +29,6 @@ import paddle.nn.functional as F
 import checkpoints
 import common
 import progress
-from safe_files import check_writable
 
 NAME, SCRIPT = 'mnist', 'mnist_cnn'  # checkpoints: checkpoint/mnist_epoch{N}, as in the tutorial
 
@@ -305,7 +304,7 @@ def main(argv=None):
     # 2. data (三): the three splits, the loaders, one batch, and samples.png
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
     cfg = common.new_config(args, NAME, SCRIPT, source, splits, ignore=('check_content',))
-    check_writable(args.out, args.ckpt_dir)  # a bad path fails now, not after an epoch
+    checkpoints.check_folders(cfg)  # a bad path, a folder in use: refused now, not later
     loaders = make_loaders(splits, cfg)
     progress.show_data(loaders[0], cfg)
     # 3. model (四), and 八's check: every parameter's and every layer's output shape

@@ -19,8 +19,8 @@ import paddle.nn.functional as F
 
 import common
 import progress
+from checkpoints import check_folders
 from mnist_linear import build_optimizer, finish, make_loaders, train  # noqa: F401 (resume.py)
-from safe_files import check_writable
 
 NAME, SCRIPT = 'mlp', 'mnist_mlp'  # checkpoints: checkpoint/mlp_epoch{N}
 
@@ -101,7 +101,7 @@ def main(argv=None):
     # 2. data (三): the three splits, the loaders (mnist_linear's), one batch, and samples.png
     splits, source = common.load_mnist_splits(args.data_dir, args.train_limit)
     cfg = common.new_config(args, NAME, SCRIPT, source, splits)
-    check_writable(args.out, args.ckpt_dir)  # a bad path fails now, not after an epoch
+    check_folders(cfg)  # a bad path, a folder in use: refused now, not later
     loaders = make_loaders(splits, cfg)
     progress.show_data(loaders[0], cfg)
     # 3. model (四): hidden layers with sigmoid

@@ -34,7 +34,7 @@ paddle = startup.import_paddle()  # first the project's Python and the CPU setti
 
 import common
 import restore
-from safe_files import check_writable
+from checkpoints import check_folders
 
 # The functions a training script provides for resume.py (see the docstring above).
 SCRIPT_INTERFACE = {'make_loaders': ('splits', 'cfg'), 'build_model': ('cfg',),
@@ -89,7 +89,7 @@ def main(argv=None):
     if common.fingerprint(*splits['train']) != cfg['train_fingerprint']:
         common.fail(f'the training data at {source["path"]} differs from the data {prefix} was '
                     f'trained on ({cfg["data"]["path"]}); pass --data-dir with the original data')
-    check_writable(cfg['out'], cfg['ckpt_dir'])  # a bad path fails now, not after an epoch
+    check_folders(cfg, new_run=False)  # a bad path, a folder in use: refused now, not later
     loaders = script.make_loaders(splits, cfg)
     # 3. the model and the optimizer as the checkpoint left them (with the LR schedule's position)
     model = script.build_model(cfg)

@@ -21,7 +21,7 @@ import numpy as np
 import common
 import mnist_cnn
 import restore
-from safe_files import check_writable
+from checkpoints import check_folders
 
 
 class GlobalShuffleSampler(common.EpochBatchSampler):
@@ -73,7 +73,7 @@ def main(argv=None):
         sampler.generator = np.random.RandomState(1)  # the process's generator, seeded once
         train_set = mnist_cnn.TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
         train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler)
-    check_writable(args.out, args.ckpt_dir)
+    check_folders(cfg, new_run=False)
     model = mnist_cnn.build_model(cfg)
     optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule
     restore.load_model(model, prefix + '.pdparams')

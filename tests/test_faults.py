@@ -179,10 +179,12 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
             os.remove(work / 'checkpoint' / f'mnist_epoch{epoch}.{ext}')
     run_id = json.loads((work / 'checkpoint' / 'mnist_epoch1.json').read_text())['run_id']
     listing = sorted(os.listdir(work / 'checkpoint'))
+    results = {p.name: p.read_bytes() for p in (work / 'runs' / 'cnn').iterdir()}
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
     one_error(proc, 'mnist_epoch1 is the newest checkpoint of an unfinished run',
               'python resume.py --ckpt', '--overwrite')
     assert sorted(os.listdir(work / 'checkpoint')) == listing  # nothing moved, nothing written
+    assert {p.name: p.read_bytes() for p in (work / 'runs' / 'cnn').iterdir()} == results  # samples.png too
     for ext in ('json', 'pdparams', 'pdopt'):  # now stopped by Ctrl-C mid-epoch 2
         shutil.copy(work / 'checkpoint' / f'mnist_epoch1.{ext}', work / 'checkpoint' / f'mnist_interrupted.{ext}')
     meta = json.loads((work / 'checkpoint' / 'mnist_interrupted.json').read_text())

@@ -210,6 +210,8 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(run_s
     first = start('mnist_cnn.py', ['--data-dir', idx_dir, *LONG], tmp_path)
     try:
         wait_for_progress(first)
+        samples = tmp_path / 'runs' / 'cnn' / 'samples.png'  # the first run's, drawn before training
+        drawn = (samples.read_bytes(), samples.stat().st_mtime_ns)
         for script, args in (('mnist_cnn.py', ['--data-dir', idx_dir, '--epochs', '1', '--seed', '7']),
                              ('mnist_cnn.py', ['--data-dir', idx_dir, *LONG]),  # even the same settings
                              ('resume.py', ['--ckpt', 'latest'])):
@@ -217,6 +219,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(run_s
                 wait_for_file(tmp_path / 'checkpoint' / 'mnist_epoch0.json', first)
             proc = run_script(script, *args, cwd=tmp_path)
             one_error(proc, 'checkpoint is in use by another training run (pid', 'pass another --ckpt-dir')
+            assert (samples.read_bytes(), samples.stat().st_mtime_ns) == drawn  # refused before drawing
         assert first.poll() is None  # the first run goes on, untouched
     finally:
         first.kill()
