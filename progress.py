@@ -160,10 +160,14 @@ class Tracker:
             self.visualdl.epoch(row, self.model, self.train_set)
         return self.position(self.epoch + 1, 0, None)
 
-    def stop_if_interrupted(self):  # Ctrl-C in an epoch's last batch or validation (in the last
-        if self.agree(self.stop_requested):  # epoch too: resume.py evaluates its checkpoint)
-            raise Interrupted(os.path.join(self.cfg['ckpt_dir'],
-                                           f'{self.cfg["name"]}_epoch{self.epoch}'))
+    def stop_if_interrupted(self):  # Ctrl-C in an epoch's last batch or validation: stop here
+        if self.epoch + 1 < self.cfg['epochs']:
+            if self.agree(self.stop_requested):
+                raise Interrupted(os.path.join(self.cfg['ckpt_dir'],
+                                               f'{self.cfg["name"]}_epoch{self.epoch}'))
+        elif self.stop_requested and self.rank == 0:  # the last: one evaluation from its results
+            print('interrupt: that was the last epoch, so the run finishes: its evaluation and '
+                  'results (Ctrl-C again to abort)', flush=True)
 
     def agree(self, stop_requested):  # one process decides alone (parallel.Tracker: all workers)
         return stop_requested
@@ -177,14 +181,19 @@ class Tracker:
 
     def on_signal(self, signum, frame):  # Ctrl-C: stop after this step
         if self.stop_requested and signum == signal.SIGINT:  # a second Ctrl-C aborts at once (the
-            folder = self.cfg['ckpt_dir']  # launcher's SIGTERMs not); errors.py prints this line
-            raise KeyboardInterrupt(f'stopped by a second interrupt (Ctrl-C), without saving; the '
-                                    f'checkpoints saved before in {folder} are whole: resume the '
-                                    f'newest with --ckpt {folder} (if it holds none, train anew)')
+            raise KeyboardInterrupt(self.aborted())  # launcher's SIGTERMs not): errors.py prints
         if not self.stop_requested:
             print(f'\ninterrupt: finishing {self.stops_after}, then saving a checkpoint '
                   f'(Ctrl-C again to abort)', flush=True)
         self.stop_requested = True
+
+    def aborted(self):  # a second Ctrl-C's line: where this run can continue, if anywhere
+        mine = [prefix for _, prefix, meta in checkpoints.list_checkpoints(self.cfg['ckpt_dir'])
+                if meta.get('run_id') == self.cfg['run_id']]  # its folder may hold other models'
+        return 'stopped by a second interrupt (Ctrl-C), without saving; ' + (
+            f'this run\'s newest checkpoint is whole. Continue with: '
+            f'{common.resume_command(mine[-1], self.layout)}' if mine
+            else 'this run saved no checkpoint yet: start it again')
 
 
 def stopped(prefix, layout=None):  # after Ctrl-C: how to continue, in one line

@@ -51,8 +51,8 @@ def test_a_second_ctrl_c_aborts_without_saving(idx_dir, tmp_path):
     assert proc.returncode == -signal.SIGINT, proc.stdout + proc.stderr
     assert proc.stdout.count('interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)') == 1
     assert proc.stderr.strip().splitlines()[-1] == (
-        'stopped by a second interrupt (Ctrl-C), without saving; the checkpoints saved before in checkpoint are '
-        'whole: resume the newest with --ckpt checkpoint (if it holds none, train anew)'), proc.stderr[-2000:]
+        "stopped by a second interrupt (Ctrl-C), without saving; this run's newest checkpoint is whole. "
+        'Continue with: python resume.py --ckpt checkpoint/mnist_epoch0'), proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
     assert 'stopped; saved' not in proc.stderr
     assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if not n.startswith('.lock')) == \
@@ -145,11 +145,12 @@ def test_ctrl_c_in_the_final_evaluation_is_one_line(idx_dir, tmp_path):
 
 
 @pytest.mark.parametrize('epochs', [2, 1])
-def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, monkeypatch, epochs):
+def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, monkeypatch, capsys, epochs):
     """Ctrl-C during the last batch of epoch 0 (raised deterministically from inside the step):
     the epoch still validates and saves mnist_epoch0, and the resumed run's epoch rows and losses
-    equal the uninterrupted run's. When epoch 0 is the run's last (1 epoch), the run stops there too,
-    before its final evaluation, and resume.py on that checkpoint evaluates it as the run would have."""
+    equal the uninterrupted run's. When epoch 0 is the run's last (1 epoch), the run finishes
+    instead, saying so: its evaluation and results are all that is left, and they equal the
+    uninterrupted run's."""
     import mnist_cnn
     import resume
     args = ['--data-dir', idx_dir, '--epochs', str(epochs), '--batch-size', '100', '--log-every', '1000']
@@ -166,18 +167,23 @@ def test_ctrl_c_on_an_epochs_last_batch_finishes_that_epoch(idx_dir, tmp_path, m
                 signal.raise_signal(signal.SIGINT)
         return real(output, labels, kind)
     monkeypatch.setattr(mnist_cnn, 'loss_and_correct', interrupt_on_last_batch)
+    if epochs == 1:
+        capsys.readouterr()
+        finished = mnist_cnn.main(args + ['--out', str(tmp_path / 'part'), '--ckpt-dir', str(tmp_path / 'c')])
+        assert 'interrupt: that was the last epoch, so the run finishes: its evaluation and results' \
+            in capsys.readouterr().out
+        assert finished['batch_losses'] == full['batch_losses'] and finished['eval'] == full['eval']
+        return
     with pytest.raises(SystemExit) as stop:
         mnist_cnn.main(args + ['--out', str(tmp_path / 'part'), '--ckpt-dir', str(tmp_path / 'c')])
     assert stop.value.code == 130
     monkeypatch.setattr(mnist_cnn, 'loss_and_correct', real)
     assert restore.find(str(tmp_path / 'c'))[1]['next_epoch'] == 1
     assert (tmp_path / 'c' / 'mnist_epoch0.json').exists()
-    assert not (tmp_path / 'part' / 'metrics.json').exists()  # stopped before the final evaluation
 
     resumed = resume.main(['--ckpt', str(tmp_path / 'c'), '--out', str(tmp_path / 'res'),
                            '--compare', str(tmp_path / 'full' / 'metrics.json')])
     assert resumed['batch_losses'] == full['batch_losses'][steps:]
-    assert resumed['eval'] == full['eval']
     timing = ('samples_per_s', 'seconds')
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]
     assert strip(resumed['epochs']) == strip(full['epochs'][1:])
