@@ -87,7 +87,7 @@ cnn: $(STAMP)  ## train the CNN (stages 四-九): checkpoints in checkpoint/, me
 resume: $(STAMP)  ## continue from CKPT and compare with runs/cnn/metrics.json when it exists
 	$(LAUNCH) resume.py $(RESUME_FLAGS)
 
-tutorial-resume: $(STAMP)  ## stage 九: the tutorial's train_again() with two faults (rate restarted, reshuffled): its losses drift
+tutorial-resume: $(STAMP)  ## stage 九: the tutorial's train_again() with two faults added (rate restarted, reshuffled): the losses drift
 	$(PY) tutorial_resume.py --ckpt $(CKPT) --compare runs/cnn/metrics.json
 
 data-json: $(STAMP)  ## write the course's work/mnist.json.gz from the four MNIST idx files (DATA_DIR)

@@ -71,7 +71,7 @@ def read_meta(prefix):
             fail(f'{meta_path} is missing: {prefix}.pdparams was not written by these scripts, '
                  f'or its writing was interrupted; resume from another checkpoint')
         fail(f'no checkpoint at {prefix} (looked for {prefix}.pdparams and {meta_path}); train '
-             f'first, or pass --ckpt with a checkpoint that exists, its folder, or latest')
+             f'first, or pass --ckpt with a checkpoint that exists, a checkpoint folder, or latest')
     try:
         with open(meta_path) as f:
             meta = json.load(f)
@@ -103,9 +103,10 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
 
 
 def check_folders(cfg, new_run=True):
-    """Before anything is written (samples.png comes before training): both folders writable, the
-    checkpoint folder not in use and without an unfinished run that would refuse this one, so a
-    refused run leaves --out as it was. Training then holds the folder (hold_folder)."""
+    """Before the run writes anything but the lock (samples.png comes before training): both
+    folders writable, the checkpoint folder not in use and without an unfinished run that would
+    refuse this one, so a refused run leaves --out as it was. Training then holds the folder
+    (hold_folder: a run that starts in between is refused then)."""
     check_writable(cfg['out'], cfg['ckpt_dir'])
     with hold_folder(cfg, new_run, move=False):
         pass

@@ -27,7 +27,7 @@ def find(path):
     (prefix, meta)."""
     path = common.kept('checkpoint') if str(path) == 'latest' else str(path)
     if not os.path.isdir(path) and str(path) == common.kept('checkpoint'):  # latest, nothing yet
-        fail(f'there is no {path} folder yet, so no latest checkpoint; train first (make cnn, or '
+        fail(f'there is no {path} folder yet, so no checkpoint in it; train first (make cnn, or '
              f'the mnist_cnn notebook)')
     if not os.path.isdir(path):
         prefix = checkpoint_prefix(path)

@@ -78,7 +78,7 @@ def main(argv=None):
     if reference is not None and not restore.same_settings(cfg, reference):
         reference = None  # said now (make resume adds runs/cnn's), not after the training
     if args.epochs and (args.epochs, 0) < (meta['next_epoch'], meta['next_batch']):
-        common.fail(f'{prefix} has trained past --epochs {args.epochs} (it is at epoch '
+        common.fail(f'{prefix} has trained past --epochs {args.epochs} (it continues at epoch '
                     f'{meta["next_epoch"]}, batch {meta["next_batch"]}); pass N > '
                     f'{meta["next_epoch"]} to train further, or leave it out')
     script = common.optional(meta['script'], '--ckpt')  # the script whose model and loop these are

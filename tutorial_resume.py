@@ -1,4 +1,4 @@
-"""Stage 九: the tutorial's train_again() with the two faults that break a resume on any machine.
+"""Stage 九: the tutorial's train_again() with two faults added that break a resume anywhere.
 
 Like train_again(), it loads the model and optimizer state of checkpoint/mnist_epoch0 into a new
 model, optimizer and PolynomialDecay, then trains on. Fault 1: the schedule's own state is not
@@ -83,9 +83,10 @@ def main(argv=None):
         optimizer.set_state_dict(state)
     except Exception as e:
         common.fail(f'{prefix}.pdopt does not fit this optimizer ({e}); it is from another model')
-    print(f'resuming {prefix} with train_again()\'s loop and a fault: learning rate back at '
-          f'{scheduler.get_lr():g}, ' + ('the same batch order' if args.keep_order
-                                         else 'batches reshuffled from a global generator'))
+    print(f'resuming {prefix} with train_again()\'s loop and '
+          + ('one fault: learning rate back at {:g}, the same batch order' if args.keep_order else
+             'two faults: learning rate back at {:g}, batches reshuffled from a global generator')
+          .format(scheduler.get_lr()))
     loaders = (train_loader, valid_loader, eval_loader)
     record = mnist_cnn.train(model, optimizer, scheduler, loaders, cfg, start=meta)
     way = 'rate restarted' + ('' if args.keep_order else ', reshuffled')

@@ -296,11 +296,13 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    for server in _servers:  # started by any test's first forked run: its home folder goes too
-        server.close()
-    _servers.clear()
-    if _unexpected_skips and exitstatus == 0:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    try:
+        for server in _servers:  # started by any test's first forked run: its home folder goes too
+            server.close()
+    finally:
+        _servers.clear()
+        if _unexpected_skips and exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_configure(config):

@@ -150,8 +150,8 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     assert proc.returncode == 1 and 'no checkpoint at checkpoint/mnist_epoch7' in proc.stderr
     assert '--ckpt checkpoint/mnist_epoch' not in proc.stderr  # not the user's own words as advice
     proc = run_script('resume.py', '--ckpt', 'latest', cwd=tmp_path)  # nothing trained here yet
-    assert proc.returncode == 1 and proc.stderr == ('error: there is no checkpoint folder yet, so no latest '
-                                                    'checkpoint; train first (make cnn, or the mnist_cnn notebook)\n')
+    assert proc.returncode == 1 and proc.stderr == ('error: there is no checkpoint folder yet, so no checkpoint in it; '
+                                                    'train first (make cnn, or the mnist_cnn notebook)\n')
     # after a Ctrl-C in epoch 0 the folder holds mnist_interrupted and no mnist_epoch0: named
     (tmp_path / 'ck').mkdir()
     for ext in ('json', 'pdparams', 'pdopt'):  # and a later checkpoint of another model (not named)
@@ -180,7 +180,7 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     assert sorted(os.listdir(tmp_path / 'ended')) == ['confusion.png', 'metrics.json', 'mistakes.png', 'model.json',
                                                       'model.pdparams']  # no curves of nothing
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--epochs', '2', cwd=tmp_path)
-    assert proc.returncode == 1 and 'has trained past --epochs 2 (it is at epoch 3, batch 0); pass N > 3' in proc.stderr
+    assert proc.returncode == 1 and 'has trained past --epochs 2 (it continues at epoch 3, batch 0); pass N > 3' in proc.stderr
     # an earlier checkpoint evaluated (--epochs: where it is): the reference run did not end there
     proc = run_script('resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch1', '--epochs', '2', '--out', 'e1',
                       '--compare', cnn_run['out'] / 'metrics.json', cwd=tmp_path)
@@ -189,7 +189,7 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     meta = json.loads((tmp_path / 'ck' / 'mnist_interrupted.json').read_text())  # as if stopped in epoch 2:
     (tmp_path / 'ck' / 'mnist_interrupted.json').write_text(json.dumps(dict(meta, next_batch=1)))
     proc = run_script('resume.py', '--ckpt', 'ck/mnist_interrupted', '--epochs', '2', cwd=tmp_path)  # past it
-    assert proc.returncode == 1 and 'has trained past --epochs 2 (it is at epoch 2, batch 1); pass N > 2' in proc.stderr
+    assert proc.returncode == 1 and 'has trained past --epochs 2 (it continues at epoch 2, batch 1); pass N > 2' in proc.stderr
     proc = run_script('tutorial_resume.py', '--ckpt', cnn_run['ckpt'] / 'mnist_epoch2', '--compare',
                       cnn_run['out'] / 'metrics.json', cwd=tmp_path)  # train_again() with faults: nothing to resume
     assert proc.returncode == 1 and 'mnist_epoch2 is the end of its run: nothing is left to resume' in proc.stderr

@@ -117,7 +117,7 @@ def run_mnist(args, name, script, flags, data_dir=None):
 
 
 def run_resumes(args):
-    """Stage 九 three ways from cnn-final's epoch-0 checkpoint: ours and the tutorial's two faults."""
+    """Stage 九 three ways from cnn-final's epoch-0 checkpoint: ours and train_again() with one or two faults."""
     ckpt = os.path.join(args.out, 'checkpoints', 'cnn-final', 'mnist_epoch0')
     full = os.path.join(args.out, 'runs', 'cnn-final', 'metrics.json')
 
