@@ -11,16 +11,20 @@ import progress
 from errors import fail
 
 
+def log_writer():  # VisualDL's LogWriter class, or one sentence (check_folders asks first)
+    try:
+        from visualdl import LogWriter
+    except ImportError:
+        fail('--visualdl needs the VisualDL package: pip install visualdl==2.5.3 '
+             '(in a notebook: %pip install visualdl), or drop --visualdl')
+    return LogWriter
+
+
 class Log:
     def __init__(self, cfg):  # appends to the run's own log file: a resumed run continues it
-        try:
-            from visualdl import LogWriter
-        except ImportError:
-            fail('--visualdl needs the VisualDL package: pip install visualdl==2.5.3 '
-                 '(in a notebook: %pip install visualdl), or drop --visualdl')
         name = f'vdlrecords.{cfg["name"]}-{cfg["run_id"]}.log'
         # flushed every 10 s: a kill loses at most that
-        self.writer = LogWriter(logdir=cfg['visualdl'], file_name=name, flush_secs=10)
+        self.writer = log_writer()(logdir=cfg['visualdl'], file_name=name, flush_secs=10)
         self.seed = cfg['seed']
 
     def batch(self, step, loss, acc):
