@@ -103,13 +103,13 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
 
 
 def check_folders(cfg, new_run=True):
-    """Before the run writes anything but the lock (samples.png comes before training): both
-    folders writable, VisualDL there if asked for, the checkpoint folder not in use and without an
+    """Before the run writes anything but the lock (samples.png comes before training): VisualDL
+    there if asked for, the folders writable, the checkpoint folder not in use and without an
     unfinished run that would refuse this one, so a refused run leaves --out as it was. Training
     then holds the folder (hold_folder: a run that starts in between is refused then)."""
-    check_writable(cfg['out'], cfg['ckpt_dir'])
-    if cfg.get('visualdl'):  # and --visualdl's package
+    if cfg.get('visualdl'):  # --visualdl: its package first (nothing made yet), then its folder
         common.optional('visualdl_log', '--visualdl').log_writer()
+    check_writable(cfg['out'], cfg['ckpt_dir'], *[cfg['visualdl']] * bool(cfg.get('visualdl')))
     with hold_folder(cfg, new_run, move=False):
         pass
 

@@ -253,7 +253,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
             # 九: paddle.save(model.state_dict(), prefix + '.pdparams') and the same for the
             # optimizer's (.pdopt), each file written whole, then a .json: where to continue
             checkpoints.save(prefix, model, optimizer, position)
-            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
+            tracker.stop_if_interrupted()  # Ctrl-C late in an epoch: stop (the last: finish)
     return tracker.record
 
 

@@ -144,7 +144,7 @@ def train(model, optimizer, scheduler, loaders, cfg, start=None):
             prefix = os.path.join(cfg['ckpt_dir'], f'{cfg["name"]}_epoch{epoch}')
             # 九: the model, the optimizer and where to continue
             checkpoints.save(prefix, model, optimizer, position)
-            tracker.stop_if_interrupted()  # Ctrl-C during the last batch or validation: stop here
+            tracker.stop_if_interrupted()  # Ctrl-C late in an epoch: stop (the last: finish)
     return tracker.record
 
 

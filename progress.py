@@ -48,6 +48,7 @@ class Tracker:
                        'workers': self.world_size, 'started': time.perf_counter(),
                        'first_step': self.start_epoch * self.per_epoch + self.start_batch}
         self.stop_requested = self.stop_agreed = False  # agreed: by all workers (parallel.py)
+        self.terminated = False  # by SIGTERM (the launcher's, a kill's), not Ctrl-C
         self.handlers, self.visualdl = {}, None
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
@@ -160,8 +161,10 @@ class Tracker:
             self.visualdl.epoch(row, self.model, self.train_set)
         return self.position(self.epoch + 1, 0, None)
 
-    def stop_if_interrupted(self):  # Ctrl-C in an epoch's last batch or validation: stop here
-        if self.epoch + 1 < self.cfg['epochs']:
+    def stop_if_interrupted(self):  # Ctrl-C in an epoch's last batch or validation: stop here;
+        # after the last epoch a Ctrl-C lets the run finish, the launcher's SIGTERM (it kills 30 s
+        # later) does not: under the launcher every worker takes this branch alike (agree: all)
+        if self.epoch + 1 < self.cfg['epochs'] or self.world_size > 1 or self.terminated:
             if self.agree(self.stop_requested):
                 raise Interrupted(os.path.join(self.cfg['ckpt_dir'],
                                                f'{self.cfg["name"]}_epoch{self.epoch}'))
@@ -185,14 +188,16 @@ class Tracker:
         if not self.stop_requested:
             print(f'\ninterrupt: finishing {self.stops_after}, then saving a checkpoint '
                   f'(Ctrl-C again to abort)', flush=True)
-        self.stop_requested = True
+        self.stop_requested, self.terminated = True, self.terminated or signum == signal.SIGTERM
 
     def aborted(self):  # a second Ctrl-C's line: where this run can continue, if anywhere
-        mine = [prefix for _, prefix, meta in checkpoints.list_checkpoints(self.cfg['ckpt_dir'])
-                if meta.get('run_id') == self.cfg['run_id']]  # its folder may hold other models'
+        now = self.record['first_step'] + len(self.record['batch_losses'])  # steps trained
+        mine = [prefix for step, prefix, meta in checkpoints.list_checkpoints(self.cfg['ckpt_dir'])
+                if meta.get('run_id') == self.cfg['run_id'] and step <= now]  # not other models'
         return 'stopped by a second interrupt (Ctrl-C), without saving; ' + (
             f'this run\'s newest checkpoint is whole. Continue with: '
             f'{common.resume_command(mine[-1], self.layout)}' if mine
+            else 'the checkpoint it resumed from is whole' if not self.new_run
             else 'this run saved no checkpoint yet: start it again')
 
 

@@ -98,7 +98,7 @@ def main(argv=None):
     # one sentence for a file that does not fit
     restore.load_model(model, prefix + '.pdparams')
     restore.load_optimizer(optimizer, prefix + '.pdopt')
-    if meta['next_epoch'] >= cfg['epochs']:  # its run ended (a Ctrl-C in its last epoch?), or
+    if meta['next_epoch'] >= cfg['epochs']:  # its run ended (a Ctrl-C in its evaluation?), or
         ended = (f'is the end of its {cfg["epochs"]}-epoch run'  # --epochs stops here
                  if cfg['epochs'] == meta['config']['epochs']
                  else f'has trained the {cfg["epochs"]} epochs of --epochs')

@@ -2,12 +2,15 @@
 the interrupted checkpoint is being saved, one on an epoch's last batch, in the final evaluation and
 after the last line. Real training processes; the presses come from inside the process where they
 must land at one exact moment."""
+import hashlib
+import json
 import os
 import signal
 
 import startup
 startup.import_paddle()  # before paddle, as in the scripts
 
+import checkpoints
 import paddle
 import pytest
 import restore
@@ -47,6 +50,12 @@ def test_a_second_ctrl_c_aborts_without_saving(idx_dir, tmp_path):
     shell shows as 130), and the checkpoints of the epochs before are whole."""
     args = ['--data-dir', str(idx_dir), '--epochs', '3', '--batch-size', '20', '--train-limit', '100']
     code = TWO_CTRL_C.format(root=str(ROOT), args=args)
+    (tmp_path / 'checkpoint').mkdir()  # a whole checkpoint of another model, further along: not named
+    for ext in ('pdparams', 'pdopt'):
+        (tmp_path / 'checkpoint' / f'linear_epoch9.{ext}').write_bytes(ext.encode())
+    (tmp_path / 'checkpoint' / 'linear_epoch9.json').write_text(json.dumps({
+        'format': checkpoints.FORMAT, 'run_id': 'another', 'global_step': 999, 'next_epoch': 10,
+        'files': {ext: hashlib.sha256(ext.encode()).hexdigest() for ext in ('pdparams', 'pdopt')}}))
     proc = python_run([ROOT / 'mnist_cnn.py'], tmp_path, script_env(tmp_path), timeout=300, code=code)
     assert proc.returncode == -signal.SIGINT, proc.stdout + proc.stderr
     assert proc.stdout.count('interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)') == 1
@@ -55,8 +64,10 @@ def test_a_second_ctrl_c_aborts_without_saving(idx_dir, tmp_path):
         'Continue with: python resume.py --ckpt checkpoint/mnist_epoch0'), proc.stderr[-2000:]
     assert 'Traceback' not in proc.stderr
     assert 'stopped; saved' not in proc.stderr
-    assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if not n.startswith('.lock')) == \
+    assert sorted(n for n in os.listdir(tmp_path / 'checkpoint') if n.startswith('mnist')) == \
         ['mnist_epoch0.json', 'mnist_epoch0.pdopt', 'mnist_epoch0.pdparams']  # no part of mnist_interrupted
+    for ext in ('json', 'pdparams', 'pdopt'):  # (its bytes are no model's)
+        os.remove(tmp_path / 'checkpoint' / f'linear_epoch9.{ext}')
     assert_every_file_is_whole(str(tmp_path / 'checkpoint'))
     assert restore.find(str(tmp_path / 'checkpoint'))[1]['next_epoch'] == 1
     assert not (tmp_path / 'runs' / 'cnn' / 'metrics.json').exists()

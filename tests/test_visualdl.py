@@ -80,4 +80,4 @@ def test_without_visualdl_the_flag_gets_one_sentence(idx_dir, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == ('error: --visualdl needs the VisualDL package: pip install visualdl==2.5.3 '
                                    '(in a notebook: %pip install visualdl), or drop --visualdl')
-    assert not (tmp_path / 'runs' / 'cnn' / 'samples.png').exists()  # refused before anything was drawn
+    assert list(tmp_path.iterdir()) == []  # refused before anything was made: no runs/, no checkpoint/
