@@ -92,7 +92,8 @@ def test_a_ctrl_c_during_the_workers_sum_is_not_lost(monkeypatch):
     import signal
     import parallel
     tracker = parallel.Tracker.__new__(parallel.Tracker)
-    tracker.epoch, tracker.cfg, tracker.stop_requested = 0, {'epochs': 3}, False
+    tracker.epoch, tracker.cfg, tracker.world_size = 0, {'epochs': 3}, 2
+    tracker.stop_requested = tracker.terminated = False
 
     def sum_while_a_signal_arrives(values):
         tracker.on_signal(signal.SIGTERM, None)
