@@ -107,9 +107,11 @@ def check_folders(cfg, new_run=True):
     there if asked for, the folders writable, the checkpoint folder not in use and without an
     unfinished run that would refuse this one, so a refused run leaves --out as it was. Training
     then holds the folder (hold_folder: a run that starts in between is refused then)."""
+    folders = [cfg['out'], cfg['ckpt_dir']]
     if cfg.get('visualdl'):  # --visualdl: its package first (nothing made yet), then its folder
         common.optional('visualdl_log', '--visualdl').log_writer()
-    check_writable(cfg['out'], cfg['ckpt_dir'], *[cfg['visualdl']] * bool(cfg.get('visualdl')))
+        folders.append(cfg['visualdl'])
+    check_writable(*folders)
     with hold_folder(cfg, new_run, move=False):
         pass
 
