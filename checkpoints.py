@@ -133,13 +133,16 @@ def hold_folder(cfg, new_run, move=True):
             if os.path.basename(prefix).startswith(cfg['name'] + '_') \
                     and meta.get('run_id') != cfg['run_id']:
                 runs.setdefault(meta.get('run_id'), []).append(prefix)
-        if runs:
-            move_aside(runs, folder, new_run and not cfg.get('overwrite'), move)
+        if new_run and not cfg.get('overwrite'):
+            refuse_unfinished(runs)
+        if move:  # (check_folders: the refusal alone)
+            move_aside(runs, folder)
         yield
 
 
-def move_aside(runs, folder, refuse_unfinished, move=True):
-    for prefix in (prefixes[-1] for prefixes in runs.values()) if refuse_unfinished else ():
+def refuse_unfinished(runs):  # a new run does not replace one that can still be resumed
+    for prefixes in runs.values():
+        prefix = prefixes[-1]
         meta = read_meta(prefix)
         stopped = os.path.basename(prefix).endswith('_interrupted')
         if stopped or meta['next_epoch'] < meta['config']['epochs']:
@@ -147,8 +150,9 @@ def move_aside(runs, folder, refuse_unfinished, move=True):
             fail(f'{prefix} is the newest checkpoint of an unfinished run; pass --overwrite to '
                  f'move it aside and start anew, or continue it with: '
                  f'{common.resume_command(prefix, meta)}')
-    if not move:  # check_folders: the refusal alone
-        return
+
+
+def move_aside(runs, folder):
     # each checkpoint linked into target, json last, then removed here, json first: a kill midway
     # leaves it whole in one folder or the other
     for run_id, prefixes in runs.items():

@@ -26,10 +26,10 @@ def find(path):
     checkpoint), or 'latest' (the same in ./checkpoint; in a notebook work/checkpoint). Returns
     (prefix, meta)."""
     path = common.kept('checkpoint') if str(path) == 'latest' else str(path)
-    if not os.path.isdir(path) and str(path) == common.kept('checkpoint'):  # latest, nothing yet
-        fail(f'there is no {path} folder yet, so no checkpoint in it; train first (make cnn, or '
-             f'the mnist_cnn notebook)')
     if not os.path.isdir(path):
+        if path == common.kept('checkpoint'):  # latest, before anything was trained
+            fail(f'there is no {path} folder yet, so no checkpoint in it; train first (make cnn, '
+                 f'or the mnist_cnn notebook)')
         prefix = checkpoint_prefix(path)
         if not (os.path.exists(prefix + '.json') or os.path.exists(prefix + '.pdparams')):
             no_checkpoint_at(prefix)
