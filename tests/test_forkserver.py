@@ -1,10 +1,12 @@
 """run_script forks the scripts from a process that imported PaddlePaddle already
 (tests/forkserver.py): that must change nothing a test looks at."""
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import FORKED, read_metrics
+from conftest import FORKED, ROOT, read_metrics, script_env
 
 
 def test_a_forked_run_equals_a_fresh_interpreters(run_script, idx_dir, tmp_path):
@@ -30,13 +32,44 @@ def test_a_forked_run_exits_as_python_does(run_script, tmp_path):
     assert proc.stderr.count('\n') == 1
 
 
-@pytest.mark.parametrize('script', sorted(FORKED))
-def test_each_forked_script_started_fresh_imports_paddle_only_through_startup(script, run_script, tmp_path):
+# In one fresh Python, each forked script runs with --help until its first `import paddle`, which
+# is stopped there (no PaddlePaddle import: 3 s a script saved) and must come from inside
+# startup.import_paddle(). (startup.lacks' find_spec, which checks paddle is installed, imports nothing.)
+FIRST_PADDLE_IMPORT = """
+import os, runpy, sys, traceback
+root, scripts = sys.argv[1], sys.argv[2:]
+startup_py = os.path.join(root, 'startup.py')
+class Reached(BaseException):
+    pass
+class WatchPaddle:  # on sys.meta_path: asked first for every module
+    def find_spec(self, name, path=None, target=None):
+        inside = [f.name for f in traceback.extract_stack() if f.filename == startup_py]
+        if name != 'paddle' or 'lacks' in inside:
+            return None
+        raise Reached('in import_paddle' if 'import_paddle' in inside else ''.join(traceback.format_stack()))
+sys.meta_path.insert(0, WatchPaddle())
+sys.path.insert(0, root)
+for script in scripts:
+    for name in [n for n, m in list(sys.modules.items()) if os.path.dirname(getattr(m, '__file__', None) or '') == root]:
+        del sys.modules[name]  # the project's modules imported anew for each script
+    sys.argv = [script, '--help']
+    try:
+        runpy.run_path(os.path.join(root, script), run_name='__main__')
+        print(script, 'ended without importing paddle')
+    except Reached as e:
+        print(script, 'imported paddle first', e)
+"""
+
+
+def test_each_forked_script_imports_paddle_first_in_startup(tmp_path):
     """A forked script finds paddle imported already, so one that imported paddle before
     startup.import_paddle() (whose CPU settings then come too late: other last bits) would pass every
-    forked test. Started fresh, such a script says so on stderr ('note: paddle was imported before')."""
-    proc = run_script(script, '--help', cwd=tmp_path, fresh=True)
-    assert proc.returncode == 0 and proc.stdout.startswith('usage:') and proc.stderr == '', proc.stderr
+    forked test. Started fresh, each one's first `import paddle` comes from import_paddle."""
+    proc = subprocess.run([sys.executable, '-c', FIRST_PADDLE_IMPORT, str(ROOT), *sorted(FORKED)], cwd=tmp_path,
+                          env=script_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f'{s} imported paddle first in import_paddle' for s in sorted(FORKED)], \
+        proc.stdout
 
 
 # How a Python program can end, each compared between `python -c CODE` and a forked run (which
