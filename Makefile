@@ -141,7 +141,7 @@ lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (r
 # `install` (make install from nothing), which `make test-whole` runs (.ci/run runs both targets),
 # and tests/test_bench.py (`make bench`).
 TESTS_FIRST_HALF = tests/test_notebooks.py tests/test_golden.py tests/test_reliability.py \
-	tests/test_resume_golden.py tests/test_faults.py tests/test_kill_points.py
+	tests/test_resume_golden.py tests/test_faults.py tests/test_ctrl_c.py
 ALL_TESTS = tests --ignore=tests/test_bench.py
 # e.g. make test PYTEST_ARGS=--durations=30 (after the target's own arguments: a -m there wins)
 PYTEST_ARGS ?=
