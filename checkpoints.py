@@ -133,10 +133,11 @@ def hold_folder(cfg, new_run, move=True):
             if os.path.basename(prefix).startswith(cfg['name'] + '_') \
                     and meta.get('run_id') != cfg['run_id']:
                 runs.setdefault(meta.get('run_id'), []).append(prefix)
-        if new_run and not cfg.get('overwrite'):
-            refuse_unfinished(runs)
-        if move:  # (check_folders: the refusal alone)
-            move_aside(runs, folder)
+        if runs:  # an earlier run's checkpoints: refused if unfinished, else moved aside
+            if new_run and not cfg.get('overwrite'):
+                refuse_unfinished(runs)
+            if move:  # (check_folders: the refusal alone)
+                move_aside(runs, folder)
         yield
 
 
