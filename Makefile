@@ -152,7 +152,7 @@ halves = @log=$$(mktemp); ($(PY) -m pytest -q -rs $(1) $(PYTEST_ARGS) > $$log 2>
 	test "$$first" = 0 && test "$$second" = 0
 QUICK = -m "not install and not whole"
 
-test: lint  ## lint, then the tests (offline, synthetic data, ~4.5 min on 2 cores; installs requirements-test.txt)
+test: lint  ## lint, then the tests (offline, synthetic data, ~4 min on 2 cores; installs requirements-test.txt)
 	$(call halves,$(QUICK) $(TESTS_FIRST_HALF),$(QUICK) $(ALL_TESTS) $(addprefix --ignore=,$(TESTS_FIRST_HALF)))
 
 test-whole: $(TEST_STAMP)  ## what make test leaves out for its time: the README's commands in order, make all FAST=1, make install from nothing (~3 min, network; CI runs it)
