@@ -170,7 +170,7 @@ class Tracker:
                                                f'{self.cfg["name"]}_epoch{self.epoch}'))
         elif self.stop_requested and self.rank == 0:  # the last: one evaluation from its results
             print('interrupt: that was the last epoch, so the run finishes: its evaluation and '
-                  'results (Ctrl-C again to abort)', flush=True)
+                  f'results ({key()} again to abort)', flush=True)
 
     def agree(self, stop_requested):  # one process decides alone (parallel.Tracker: all workers)
         return stop_requested
@@ -187,18 +187,22 @@ class Tracker:
             raise KeyboardInterrupt(self.aborted())  # launcher's SIGTERMs not): errors.py prints
         if not self.stop_requested:
             print(f'\ninterrupt: finishing {self.stops_after}, then saving a checkpoint '
-                  f'(Ctrl-C again to abort)', flush=True)
+                  f'({key()} again to abort)', flush=True)
         self.stop_requested, self.terminated = True, self.terminated or signum == signal.SIGTERM
 
     def aborted(self):  # a second Ctrl-C's line: where this run can continue, if anywhere
         now = self.record['first_step'] + len(self.record['batch_losses'])  # steps trained
         mine = [prefix for step, prefix, meta in checkpoints.list_checkpoints(self.cfg['ckpt_dir'])
                 if meta.get('run_id') == self.cfg['run_id'] and step <= now]  # not other models'
-        return 'stopped by a second interrupt (Ctrl-C), without saving; ' + (
+        return f'stopped by a second interrupt ({key()}), without saving; ' + (
             f'this run\'s newest checkpoint is whole. Continue with: '
             f'{common.resume_command(mine[-1], self.layout)}' if mine
             else 'the checkpoint it resumed from is whole' if not self.new_run
             else 'this run saved no checkpoint yet: start it again')
+
+
+def key():  # what interrupts: Ctrl-C in a terminal, in a notebook the kernel's Interrupt button
+    return 'Interrupt' if common.in_notebook() else 'Ctrl-C'
 
 
 def stopped(prefix, layout=None):  # after Ctrl-C: how to continue, in one line

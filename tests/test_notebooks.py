@@ -347,6 +347,7 @@ def check_mistakes(folder, nb):
                                f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"), lines['ctrl_c']
     import checkpoints
     assert checkpoints.read_meta(str(folder / prefix))['next_batch'] == 1  # whole: its hashes verify
+    assert 'then saving a checkpoint (Interrupt again to abort)' in text(ctrl_c)  # the button, not a key
     assert 'Ctrl-C handler given back: True' in text(handler)
     assert lines['skipped'] == ('error: loaders is not defined yet: the cell under "2. data (三)" makes it; run '
                                 'the cells from there down to this one')
