@@ -148,8 +148,9 @@ def refuse_unfinished(runs):  # a new run does not replace one that can still be
         stopped = os.path.basename(prefix).endswith('_interrupted')
         if stopped or meta['next_epoch'] < meta['config']['epochs']:
             # the command last, where a copy of it takes nothing else (workers: in backticks)
-            fail(f'{prefix} is the newest checkpoint of an unfinished run; pass --overwrite to '
-                 f'move it aside and start anew, or continue it with: '
+            fail(f'{prefix} is the newest checkpoint of an unfinished run; '
+                 f'{common.pass_flag("--overwrite")} to move it aside and start anew, or continue '
+                 f'it with: '
                  f'{common.resume_command(prefix, meta)}')
 
 

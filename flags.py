@@ -128,6 +128,12 @@ def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the 
     return f'{launch} --ckpt {shell_word(prefix)}{where}'
 
 
+def pass_flag(flag):  # how to add a flag: to argv in a notebook, through ARGS under make
+    if in_notebook():
+        return f'add {flag!r} to argv'
+    return f'pass {flag}' + (f' (with make: ARGS={flag})' if 'MAKELEVEL' in os.environ else '')
+
+
 def shell_word(text, windows=os.name == 'nt'):  # a path in a printed command, quoted if need be
     if windows:  # cmd and PowerShell: in double quotes (no Windows path holds one)
         return f'"{text}"' if re.search(r'[^\w\\/:.-]', text) else text

@@ -180,9 +180,11 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
     run_id = json.loads((work / 'checkpoint' / 'mnist_epoch1.json').read_text())['run_id']
     listing = sorted(os.listdir(work / 'checkpoint'))
     results = {p.name: p.read_bytes() for p in (work / 'runs' / 'cnn').iterdir()}
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
+    # started by make (`make cnn` sets MAKELEVEL): the flag's make form too
+    proc = python_run([ROOT / 'mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9'], work,
+                      dict(script_env(tmp_path / 'home'), MAKELEVEL='1'))
     one_error(proc, 'mnist_epoch1 is the newest checkpoint of an unfinished run',
-              'python resume.py --ckpt', '--overwrite')
+              'pass --overwrite (with make: ARGS=--overwrite) to move it aside', 'python resume.py --ckpt')
     assert sorted(os.listdir(work / 'checkpoint')) == listing  # nothing moved, nothing written
     assert {p.name: p.read_bytes() for p in (work / 'runs' / 'cnn').iterdir()} == results  # samples.png too
     for ext in ('json', 'pdparams', 'pdopt'):  # now stopped by Ctrl-C mid-epoch 2
