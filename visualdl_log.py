@@ -3,20 +3,22 @@ Imported only with that flag, so a notebook (which carries the modules its scrip
 top) does not carry this one.
 """
 import math
+import sys
 
 import numpy as np
 
 import plots
 import progress
 from errors import fail
+from flags import shell_word
 
 
 def log_writer():  # VisualDL's LogWriter class, or one sentence (check_folders asks first)
     try:
         from visualdl import LogWriter
-    except ImportError:
-        fail('--visualdl needs the VisualDL package: pip install visualdl==2.5.3 '
-             '(in a notebook: %pip install visualdl), or drop --visualdl')
+    except ImportError:  # into the Python running this script (.venv's, after a re-run)
+        fail(f'--visualdl needs the VisualDL package: {shell_word(sys.executable)} -m pip install '
+             f'visualdl==2.5.3 (in a notebook: %pip install visualdl), or drop --visualdl')
     return LogWriter
 
 

@@ -78,6 +78,6 @@ def test_without_visualdl_the_flag_gets_one_sentence(idx_dir, tmp_path):
             "common.run_main(mnist_cnn.main, ['--data-dir', %r, '--epochs', '1', '--visualdl', 'v'])" % (str(ROOT), idx_dir))
     proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == ('error: --visualdl needs the VisualDL package: pip install visualdl==2.5.3 '
-                                   '(in a notebook: %pip install visualdl), or drop --visualdl')
+    assert proc.stderr.strip() == (f'error: --visualdl needs the VisualDL package: {sys.executable} -m pip install '
+                                   'visualdl==2.5.3 (in a notebook: %pip install visualdl), or drop --visualdl')
     assert list(tmp_path.iterdir()) == []  # refused before anything was made: no runs/, no checkpoint/
