@@ -79,6 +79,9 @@ def load_idx_folder(folder):
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             fail(f'{files[part + "_images"]} holds images of shape {images.shape[1:]}, '
                  f'expected 28x28')
+        if not len(labels):  # (the json's parts are checked alike)
+            fail(f'{files[part + "_images"]} holds no images; download it again, or pass '
+                 f'--data-dir with a folder holding all four MNIST files')
         if len(images) != len(labels):
             fail(f'{folder}: the {part} images file has {len(images)} images but the labels file '
                  f'has {len(labels)} labels; one of them is from another data set')

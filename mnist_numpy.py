@@ -243,10 +243,10 @@ def main(argv=None):
                                  'train_acc': correct / len(train_y),
                                  'valid_loss': valid['loss'], 'valid_acc': valid['acc'],
                                  'samples_per_s': len(train_y) / seconds, 'seconds': seconds})
+        valid_text = 'n/a' if valid['acc'] is None else f'{valid["loss"]:.4f} / {valid["acc"]:.4f}'
         print(f'epoch {epoch}: '
               f'train loss {loss_sum / len(train_y):.4f} acc {correct / len(train_y):.4f} | '
-              f'valid loss/acc {valid["loss"]:.4f} / {valid["acc"]:.4f} | '
-              f'{len(train_y) / seconds:.0f} samples/s')
+              f'valid loss/acc {valid_text} | {len(train_y) / seconds:.0f} samples/s')
 
     # 3. evaluation
     result = net.evaluate(*splits['eval'])

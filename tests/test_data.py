@@ -151,6 +151,9 @@ def raw(path):
      '600 images but the labels file has 599'),
     (lambda f: (f / 't10k-images-idx3-ubyte.gz').write_bytes(
         (f / 't10k-images-idx3-ubyte.gz').read_bytes()[:200]), 'corrupt gzip'),
+    (lambda f: (rewrite(f / 't10k-images-idx3-ubyte.gz', fixtures.idx_bytes(np.zeros((0, 28, 28), np.uint8))),
+                rewrite(f / 't10k-labels-idx1-ubyte.gz', fixtures.idx_bytes(np.zeros(0, np.uint8)))),
+     't10k-images-idx3-ubyte.gz holds no images'),
 ])
 def test_bad_idx_data(idx_dir, tmp_path, damage, message):
     folder = broken_copy(idx_dir, tmp_path)

@@ -11,6 +11,7 @@ import mnist_linear
 import mnist_mlp
 import mnist_numpy
 import resume
+import fixtures
 from conftest import ROOT, read_metrics
 
 
@@ -108,6 +109,13 @@ def accuracy(module, idx_dir, tmp_path, *args):
     m = module.main(['--data-dir', idx_dir, '--out', str(tmp_path / 'out'), '--ckpt-dir',
                      str(tmp_path / 'ckpt'), '--epochs', '5', '--log-every', '1000', *args])
     return m['eval']['acc']
+
+
+def test_numpy_mlp_with_an_empty_validation_split(tmp_path, capsys):
+    """5 training images: the last sixth, the validation split, is empty (as mnist_cnn prints it)."""
+    folder = fixtures.write_idx_folder(str(tmp_path / 'five'), train_n=5, test_n=10)
+    mnist_numpy.main(['--data-dir', folder, '--out', str(tmp_path / 'out'), '--epochs', '1', '--no-numerical'])
+    assert '| valid loss/acc n/a |' in capsys.readouterr().out
 
 
 def test_numpy_mlp_learns_the_fixture(idx_dir, tmp_path):
