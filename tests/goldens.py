@@ -248,10 +248,13 @@ def compare(name, metrics, here=None, golden=None):
         assert ours['eval'] == theirs['eval'], f'{name}: eval {ours["eval"]}, golden {theirs["eval"]}; {where}'
         return 'exact'
     rtol = TOLERANCE[run['paddle']]
+    same = sum(a == b for a, b in zip(ours['batch_losses'], theirs['batch_losses']))  # what == would say
     warnings.warn(ToleranceWarning(
         f'{name}: compared within rtol {rtol:g}, not ==: {run["file"]} has no entry recorded in this '
         f'environment ({describe(here)}); the nearest was recorded on {describe(recorded)} (differs: '
-        f'{", ".join(differ)}). `make golden` adds this machine\'s entry; then the comparison is ==.'))
+        f'{", ".join(differ)}). `make golden` adds this machine\'s entry; then the comparison is ==. '
+        f'(Here {same} of {len(ours["batch_losses"])} batch losses equal it bit for bit, the result '
+        f'{"too" if ours["eval"] == theirs["eval"] else "not"}.)'))
     np.testing.assert_allclose(ours['batch_losses'], theirs['batch_losses'], rtol=rtol, atol=0,
                                err_msg=f'{name}: batch losses (rtol {rtol:g}); {where}')
     assert set(ours['eval']) == set(theirs['eval']), f'{name}: eval keys {sorted(ours["eval"])}; {where}'
