@@ -128,10 +128,13 @@ def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the 
     return f'{launch} --ckpt {shell_word(prefix)}{where}'
 
 
-def pass_flag(flag):  # how to add a flag: to argv in a notebook, through ARGS under make
+def pass_flag(flag, value=None, make_variable=None):  # where the run started: a notebook's argv,
+    # the command line, make's variable for it (else ARGS)
+    words = [flag] + ([value] if value else [])
     if in_notebook():
-        return f'add {flag!r} to argv'
-    return f'pass {flag}' + (f' (with make: ARGS={flag})' if 'MAKELEVEL' in os.environ else '')
+        return f'add {", ".join(map(repr, words))} to argv'
+    under_make = f'{make_variable}={value}' if make_variable else f'ARGS="{" ".join(words)}"'
+    return f'pass {" ".join(words)}' + (f' (with make: {under_make})' * ('MAKELEVEL' in os.environ))
 
 
 def shell_word(text, windows=os.name == 'nt'):  # a path in a printed command, quoted if need be

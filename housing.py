@@ -73,7 +73,8 @@ def find_housing(data_dir):
     if os.path.isfile(os.path.join('work', 'housing.data')):  # AI Studio's layout
         return os.path.join('work', 'housing.data')
     hint = ('Looked for ./work/housing.data and in PaddlePaddle\'s cache; on a machine without '
-            'network pass --data-dir with its folder')
+            f'network {common.pass_flag("--data-dir", "FOLDER", "HOUSING_DATA")}, the folder '
+            f'holding it')
     return downloads.fetch(HOUSING_URL, 'uci_housing', HOUSING_MD5, hint)
 
 

@@ -184,7 +184,7 @@ def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, 
     proc = python_run([ROOT / 'mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9'], work,
                       dict(script_env(tmp_path / 'home'), MAKELEVEL='1'))
     one_error(proc, 'mnist_epoch1 is the newest checkpoint of an unfinished run',
-              'pass --overwrite (with make: ARGS=--overwrite) to move it aside', 'python resume.py --ckpt')
+              'pass --overwrite (with make: ARGS="--overwrite") to move it aside', 'python resume.py --ckpt')
     assert sorted(os.listdir(work / 'checkpoint')) == listing  # nothing moved, nothing written
     assert {p.name: p.read_bytes() for p in (work / 'runs' / 'cnn').iterdir()} == results  # samples.png too
     for ext in ('json', 'pdparams', 'pdopt'):  # now stopped by Ctrl-C mid-epoch 2
@@ -274,9 +274,8 @@ def test_divergence_stops_and_keeps_the_good_checkpoints(run_script, idx_dir, tm
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [stop], proc.stdout + proc.stderr
 
 
-def test_cached_download_with_wrong_md5(tmp_path, monkeypatch):
-    """A damaged file in PaddlePaddle's cache is not used: its md5 is checked, the real
-    downloader tries again (no network here), and the message names the file."""
+def offline(tmp_path, monkeypatch):
+    """No data anywhere and no network: PaddlePaddle's cache in tmp_path, downloads to a closed port."""
     import paddle.dataset.common as pdc
     monkeypatch.setenv('HOME', str(tmp_path))
     for var in ('HTTPS_PROXY', 'https_proxy', 'HTTP_PROXY', 'http_proxy'):
@@ -285,6 +284,20 @@ def test_cached_download_with_wrong_md5(tmp_path, monkeypatch):
     monkeypatch.delenv('no_proxy', raising=False)
     monkeypatch.setattr(pdc, 'DATA_HOME', str(tmp_path / '.cache' / 'paddle' / 'dataset'))
     monkeypatch.chdir(tmp_path)
+
+
+def test_no_data_and_no_network_says_how_to_pass_the_data_where_the_run_started(tmp_path, monkeypatch):
+    offline(tmp_path, monkeypatch)
+    monkeypatch.setenv('MAKELEVEL', '1')  # as `make cnn` starts the script
+    with pytest.raises(common.UserError, match=r'without network pass --data-dir FOLDER \(with make: '
+                                               r'DATA_DIR=FOLDER\), a folder holding them'):
+        common.load_mnist_splits(None)
+
+
+def test_cached_download_with_wrong_md5(tmp_path, monkeypatch):
+    """A damaged file in PaddlePaddle's cache is not used: its md5 is checked, the real
+    downloader tries again (no network here), and the message names the file."""
+    offline(tmp_path, monkeypatch)
     cache = tmp_path / '.cache' / 'paddle' / 'dataset' / 'mnist'
     cache.mkdir(parents=True)
     (cache / 'train-images-idx3-ubyte.gz').write_bytes(b'not the real file')
