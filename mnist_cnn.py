@@ -286,7 +286,7 @@ def finish(model, loaders, cfg, record, device, extra=None):
     """八: the final accuracy on the eval split, which training never touched, its mistakes and
     confusion matrix (mistakes.png, confusion.png); then the model and metrics.json."""
     result = evaluate(model, loaders[2], cfg['loss'])
-    progress.print_eval(result)  # the accuracy, then its pictures
+    progress.print_eval(result, cfg)  # the accuracy, then its pictures
     per_digit = progress.save_mistakes_and_confusion(model, loaders[2], cfg['loss'], cfg['out'])
     extra = dict(extra or {}, eval_acc_per_digit=per_digit)
     return progress.finish(model, result, cfg, record, device, extra)

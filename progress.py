@@ -214,13 +214,15 @@ def stopped(prefix, layout=None):  # after Ctrl-C: how to continue, in one line
     raise SystemExit(130)
 
 
-def print_eval(result):  # 八: the eval split's figures, printed before their pictures are drawn
+def print_eval(result, cfg):  # 八: the eval split's figures, printed before their pictures
     if result['acc'] is not None:
         mae = f', mean absolute error {result["mae"]:.4f}' if 'mae' in result else ''
         print(f'eval: loss {result["loss"]:.4f}, accuracy {result["acc"]:.4f}{mae}')
         if result['acc'] < 0.2:  # ten digits: 0.1 is what guessing gets
-            print('note: that is near chance: the network has not learned yet; train longer or on '
-                  'more images (--epochs, --train-limit), or try another --lr')
+            more = ' or on more images (--epochs, --train-limit)' if cfg.get('train_limit') else \
+                ' (--epochs)'
+            print(f'note: that is near chance: the network has not learned yet; train '
+                  f'longer{more}, or try another --lr')
 
 
 def finish(model, result, cfg, record, device, extra=None):

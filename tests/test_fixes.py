@@ -79,11 +79,13 @@ def _paddle_path():
 
 def test_an_accuracy_near_chance_says_the_network_has_not_learned(capsys):
     import progress  # a quick run (1,000 images, 1 epoch, Adam at 0.01) can end there
-    progress.print_eval({'loss': 2.3022, 'acc': 0.1065})
-    progress.print_eval({'loss': 0.0412, 'acc': 0.9871})
+    progress.print_eval({'loss': 2.3022, 'acc': 0.1065}, {'train_limit': 1000})
+    progress.print_eval({'loss': 2.3022, 'acc': 0.1065}, {'train_limit': None})  # all the images already
+    progress.print_eval({'loss': 0.0412, 'acc': 0.9871}, {'train_limit': None})
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == 'eval: loss 2.3022, accuracy 0.1065' and lines[1].startswith('note: that is near chance')
-    assert lines[2:] == ['eval: loss 0.0412, accuracy 0.9871']
+    assert '(--epochs, --train-limit)' in lines[1] and 'train longer (--epochs), or' in lines[3]
+    assert lines[4:] == ['eval: loss 0.0412, accuracy 0.9871']
 
 
 def test_a_ctrl_c_during_the_workers_sum_is_not_lost(monkeypatch):
