@@ -133,7 +133,8 @@ def hold_folder(cfg, new_run, move=True):
             if os.path.basename(prefix).startswith(cfg['name'] + '_') \
                     and meta.get('run_id') != cfg['run_id']:
                 runs.setdefault(meta.get('run_id'), []).append(prefix)
-        if runs:  # an earlier run's checkpoints: refused if unfinished, else moved aside
+        if runs:  # another run's checkpoints: a new run refuses an unfinished one (unless
+            # --overwrite); then they move aside (a resumed run moves them only)
             if new_run and not cfg.get('overwrite'):
                 refuse_unfinished(runs)
             if move:  # (check_folders: the refusal alone)

@@ -194,6 +194,17 @@ def python_start(argv, cwd, env):
                             stderr=subprocess.PIPE, text=True)
 
 
+def blocking_env(tmp_path, home, *modules):
+    """A script environment in which `import <module>` fails, as where the module does not exist."""
+    site = tmp_path / 'block'
+    site.mkdir(exist_ok=True)
+    (site / 'sitecustomize.py').write_text(
+        'import sys\n' + ''.join(f'sys.modules[{m!r}] = None\n' for m in modules))
+    env = script_env(home)
+    env['PYTHONPATH'] = str(site)
+    return env
+
+
 def python_run(argv, cwd, env, timeout=600, code=None, fresh=False):
     """`python ARGV` (or `python -c CODE ARGV`) in cwd with env -> CompletedProcess (text): forked
     for the scripts in FORKED, unless fresh; else a new interpreter. A forked run differs from a

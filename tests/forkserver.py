@@ -6,7 +6,8 @@ request's folder, environment, argv and output files and runs the script as `__m
 `python SCRIPT ARGS` would (SystemExit, an uncaught exception, KeyboardInterrupt by SIGINT, the
 atexit handlers). What it does not repeat is the teardown of the modules at the end (see end()),
 and the start itself: the Python check, the CPU settings and the import (so a script importing
-paddle before startup would pass here: test_forkserver.py starts each script fresh to catch that),
+paddle before startup would pass here: test_forkserver.py checks each script's first paddle import
+in a fresh Python),
 what Python reads at its start (conftest.python_run starts fresh when PYTHON* variables differ),
 the string-hash seed (one per server). The tests of the start itself (test_platforms.py,
 test_aistudio.py) start their own interpreters.

@@ -18,8 +18,7 @@ import pytest
 
 import common
 import mnist_numpy
-from conftest import ROOT, read_metrics
-from test_platforms import blocking_env
+from conftest import ROOT, blocking_env, read_metrics
 
 CHECK_BOUND = 1e-6
 
@@ -89,8 +88,8 @@ def test_gradient_descent_paths_as_the_course():
 
 def test_the_run_reports_the_chapter_draws_the_picture_and_leaves_the_training_as_it_was(idx_dir, tmp_path):
     """Two runs with PaddlePaddle unimportable (these chapters need numpy alone), with the chapter and
-    with --no-numerical: the same training losses, bit for bit (the chapter draws from a generator of
-    its own), so the golden values, recorded with --no-numerical, hold for both."""
+    with --no-numerical: the same training losses, bit for bit (the chapter runs after the training,
+    with a generator of its own), so the golden values, recorded with --no-numerical, hold for both."""
     runs = {}
     for flags in ([], ['--no-numerical']):
         folder = tmp_path / ('skipped' if flags else 'with')
@@ -108,7 +107,7 @@ def test_the_run_reports_the_chapter_draws_the_picture_and_leaves_the_training_a
     by_numbers, by_backprop = numerical['numerical_losses'], numerical['backprop_losses']
     assert all(later < earlier for earlier, later in zip(by_numbers, by_numbers[1:])), by_numbers
     np.testing.assert_allclose(by_numbers, by_backprop, rtol=1e-7)  # the same steps, either way
-    assert png_size(out / 'gradient_descent.png') == (1200, 400)
+    assert png_size(out / 'gradient_descent.png') == (1200, 400) and (out / 'loss.png').is_file()
     assert 'largest relative error' in proc.stdout and 'times faster' in proc.stdout
     assert 'numerical' not in read_metrics(skipped) and not (skipped / 'gradient_descent.png').exists()
     assert read_metrics(skipped)['batch_losses'] == read_metrics(out)['batch_losses']

@@ -18,24 +18,13 @@ import pytest
 
 import rerun
 import startup
-from conftest import ROOT, script_env
+from conftest import ROOT, blocking_env, script_env
 
 BASE_PYTHON = getattr(sys, '_base_executable', sys.executable)  # the Python .venv was made from
 
 
 def has_package(python, name):
     return subprocess.run([python, '-c', f'import {name}'], capture_output=True).returncode == 0
-
-
-def blocking_env(tmp_path, home, *modules):
-    """A script environment in which `import <module>` fails, as where the module does not exist."""
-    site = tmp_path / 'block'
-    site.mkdir(exist_ok=True)
-    (site / 'sitecustomize.py').write_text(
-        'import sys\n' + ''.join(f'sys.modules[{m!r}] = None\n' for m in modules))
-    env = script_env(home)
-    env['PYTHONPATH'] = str(site)
-    return env
 
 
 def run(python, script, *args, cwd, env):

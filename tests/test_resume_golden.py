@@ -96,7 +96,9 @@ def test_same_seed_same_losses_even_with_dataloader_workers_other_seed_other_los
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *args, cwd=other)
     assert proc.returncode == 0, proc.stderr
     losses = read_metrics(other / 'runs' / 'cnn')['batch_losses']
-    assert len(losses) == 5 and losses != cnn_run['metrics']['batch_losses'][:5]
+    # the first two only: from the third on, the rate (poly over the run's own steps) differs from
+    # the 3-epoch run's whatever the seed does
+    assert len(losses) == 5 and losses[:2] != cnn_run['metrics']['batch_losses'][:2]
     if no_namespace:
         pytest.skip(f'the rest passed; not checked: DataLoader workers under a 512 KB /dev/shm ({no_namespace})')
 
