@@ -11,7 +11,6 @@ import uuid
 
 import numpy as np
 
-import downloads
 from errors import Stopped, UserError, fail, optional, run_main  # noqa: F401 (used as common.*)
 from flags import (HelpFormatter, add_run_args, kept, non_negative_float,  # noqa: F401 (the same)
                    non_negative_int, parse_args, pass_flag, positive_float, positive_int,
@@ -139,6 +138,7 @@ def resolve_data_source(data_dir=None):  # (kind, path): 'idx' and a folder, or 
 def find_or_download():
     """No --data-dir: ./work/, ./, AI Studio's mounted datasets (data/data*/ here or in the home
     folder), else PaddlePaddle's cache (downloading)."""
+    import downloads  # here: a run that finds its data never reads it
     mounted = sorted(glob.glob(os.path.join('data', 'data*'))) + sorted(glob.glob(os.path.join(
         os.path.expanduser('~'), 'data', 'data*')))
     for folder in ['work', '.'] + mounted:

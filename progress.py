@@ -52,22 +52,15 @@ class Tracker:
         self.handlers, self.visualdl = {}, None
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
-        # a notebook's cells run again out of order: either would write checkpoints not the run's
-        again = '; run the cells again from step 2, a new run (in resume.ipynb: from step 3)'
-        if getattr(self.model, 'trained', False):  # set by record_batch: a step was taken
-            common.fail('this model was trained by an earlier run of this cell: training it again '
-                        'would go on from those weights' + again)
-        if {id(p) for p in getattr(self.optimizer, '_parameter_list', None) or ()} \
-                - {id(p) for p in self.model.parameters()}:
-            common.fail('the optimizer belongs to an earlier model (the model\'s cell ran again, '
-                        'the optimizer\'s did not)' + again)
+        if common.in_notebook():  # cells run again out of order
+            refuse_stale_cells(self.model, self.optimizer)
         if self.cfg.get('visualdl') and self.rank == 0:
             self.visualdl = common.optional('visualdl_log', '--visualdl').Log(self.cfg)
         self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
         self.folder.__enter__()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: the default behaviour
-                self.handlers[signum] = signal.signal(signum, self.on_signal)
+                self.handlers[signum] = signal.signal(signum, lambda n, _: on_signal(self, n))
         return self
 
     def __exit__(self, kind, error, trace):
@@ -182,23 +175,39 @@ class Tracker:
                 'partial': partial, 'config': self.cfg, **self.layout,
                 'paddle_version': paddle.__version__}
 
-    def on_signal(self, signum, frame):  # Ctrl-C: stop after this step
-        if self.stop_requested and signum == signal.SIGINT:  # a second Ctrl-C aborts at once (the
-            raise KeyboardInterrupt(self.aborted())  # launcher's SIGTERMs not): errors.py prints
-        if not self.stop_requested:
-            print(f'\ninterrupt: finishing {self.stops_after}, then saving a checkpoint '
-                  f'({key()} again to abort)', flush=True)
-        self.stop_requested, self.terminated = True, self.terminated or signum == signal.SIGTERM
 
-    def aborted(self):  # a second Ctrl-C's line: where this run can continue, if anywhere
-        now = self.record['first_step'] + len(self.record['batch_losses'])  # steps trained
-        mine = [prefix for step, prefix, meta in checkpoints.list_checkpoints(self.cfg['ckpt_dir'])
-                if meta.get('run_id') == self.cfg['run_id'] and step <= now]  # not other models'
-        return f'stopped by a second interrupt ({key()}), without saving; ' + (
-            f'this run\'s newest checkpoint is whole. Continue with: '
-            f'{common.resume_command(mine[-1], self.layout)}' if mine
-            else 'the checkpoint it resumed from is whole' if not self.new_run
-            else 'this run saved no checkpoint yet: start it again')
+def refuse_stale_cells(model, optimizer):  # a notebook's cells run out of order: either would write
+    # checkpoints that are not the run's
+    again = '; run the cells again from step 2, a new run (in resume.ipynb: from step 3)'
+    if getattr(model, 'trained', False):  # set by record_batch: a step was taken
+        common.fail('this model was trained by an earlier run of this cell: training it again '
+                    'would go on from those weights' + again)
+    if {id(p) for p in getattr(optimizer, '_parameter_list', None) or ()} \
+            - {id(p) for p in model.parameters()}:
+        common.fail('the optimizer belongs to an earlier model (the model\'s cell ran again, '
+                    'the optimizer\'s did not)' + again)
+
+
+def on_signal(tracker, signum):  # Ctrl-C (or the launcher's SIGTERM): stop after this step
+    if tracker.stop_requested and signum == signal.SIGINT:  # a second Ctrl-C aborts at once (the
+        raise KeyboardInterrupt(aborted(tracker))  # launcher's SIGTERMs not): errors.py prints it
+    if not tracker.stop_requested:
+        print(f'\ninterrupt: finishing {tracker.stops_after}, then saving a checkpoint '
+              f'({key()} again to abort)', flush=True)
+    tracker.stop_requested = True
+    tracker.terminated = tracker.terminated or signum == signal.SIGTERM
+
+
+def aborted(tracker):  # a second Ctrl-C's line: where this run can continue, if anywhere
+    cfg, record = tracker.cfg, tracker.record
+    now = record['first_step'] + len(record['batch_losses'])  # steps trained
+    mine = [prefix for step, prefix, meta in checkpoints.list_checkpoints(cfg['ckpt_dir'])
+            if meta.get('run_id') == cfg['run_id'] and step <= now]  # not other models'
+    return f'stopped by a second interrupt ({key()}), without saving; ' + (
+        f'this run\'s newest checkpoint is whole. Continue with: '
+        f'{common.resume_command(mine[-1], tracker.layout)}' if mine
+        else 'the checkpoint it resumed from is whole' if not tracker.new_run
+        else 'this run saved no checkpoint yet: start it again')
 
 
 def key():  # what interrupts: Ctrl-C in a terminal, in a notebook the kernel's Interrupt button

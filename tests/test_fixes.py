@@ -93,12 +93,13 @@ def test_a_ctrl_c_during_the_workers_sum_is_not_lost(monkeypatch):
     that sum runs (the launcher's SIGTERM often lands inside the C call) still counts next time."""
     import signal
     import parallel
+    import progress
     tracker = parallel.Tracker.__new__(parallel.Tracker)
     tracker.epoch, tracker.cfg, tracker.world_size = 0, {'epochs': 3}, 2
     tracker.stop_requested = tracker.terminated = False
 
     def sum_while_a_signal_arrives(values):
-        tracker.on_signal(signal.SIGTERM, None)
+        progress.on_signal(tracker, signal.SIGTERM)
         return [0.0]  # no worker had asked before the sum
     monkeypatch.setattr(parallel, 'all_reduce_sum', sum_while_a_signal_arrives)
     tracker.stop_if_interrupted()  # nobody had asked: every worker goes on (none may stop alone)

@@ -58,10 +58,13 @@ HOUSING_DATA = ('**Data / 数据**: put `housing.data` (UCI Boston housing) in `
                 'without it the first run downloads it into PaddlePaddle\'s cache. 把 `housing.data` 放在 '
                 'notebook 旁边的 `./work/` 目录;没有时第一次运行会下载到 PaddlePaddle 的缓存目录。')
 # notebook -> (its script, modules it uses besides the script's own imports, the flags of its first cell)
+# (downloads: common.py imports it only where no data was found)
 NOTEBOOKS = {'housing': ('housing', ('housing_paddle',), '[]'),
-             'mnist_linear': ('mnist_linear', (), '[]'), 'mnist_mlp': ('mnist_mlp', (), '[]'),
-             'mnist_numpy': ('mnist_numpy', (), '[]'), 'mnist_cnn': ('mnist_cnn', (), '[]'),
-             'resume': ('resume', ('mnist_cnn', 'tutorial_resume'),
+             'mnist_linear': ('mnist_linear', ('downloads',), '[]'),
+             'mnist_mlp': ('mnist_mlp', ('downloads',), '[]'),
+             'mnist_numpy': ('mnist_numpy', ('downloads',), '[]'),
+             'mnist_cnn': ('mnist_cnn', ('downloads',), '[]'),
+             'resume': ('resume', ('mnist_cnn', 'tutorial_resume', 'downloads'),
                         "['--ckpt', common.kept('checkpoint/mnist_epoch0'),\n"
                         "        '--compare', common.kept('runs/cnn/metrics.json')]")}
 
