@@ -26,11 +26,15 @@ class Interrupted(Exception):
 
 
 def tracker(cfg, model, optimizer, start=None, train_set=None):
-    """The run's Tracker: one loop in train() for one process and for workers (七)."""
+    """The run's Tracker: one loop in train() for one process and for workers (七), with VisualDL's
+    logging mixed in for --visualdl."""
+    kind = Tracker
     if common.rank_and_world()[1] > 1:  # parallel.Tracker: the workers' sums and one stop step
         import parallel
-        return parallel.Tracker(cfg, model, optimizer, start, train_set)
-    return Tracker(cfg, model, optimizer, start, train_set)
+        kind = parallel.Tracker
+    if cfg.get('visualdl') and common.rank_and_world()[0] == 0:
+        kind = type('Tracker', (common.optional('visualdl_log', '--visualdl').Logging, kind), {})
+    return kind(cfg, model, optimizer, start, train_set)
 
 
 class Tracker:
@@ -49,13 +53,11 @@ class Tracker:
                        'first_step': self.start_epoch * self.per_epoch + self.start_batch}
         self.stop_requested = self.stop_agreed = False  # agreed: by all workers (parallel.py)
         self.terminated = False  # by SIGTERM (the launcher's, a kill's), not Ctrl-C
-        self.handlers, self.visualdl = {}, None
+        self.handlers = {}
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
         if common.in_notebook():  # cells run again out of order
             refuse_stale_cells(self.model, self.optimizer)
-        if self.cfg.get('visualdl') and self.rank == 0:
-            self.visualdl = common.optional('visualdl_log', '--visualdl').Log(self.cfg)
         self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
         self.folder.__enter__()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -66,11 +68,7 @@ class Tracker:
     def __exit__(self, kind, error, trace):
         for signum, handler in self.handlers.items():
             signal.signal(signum, handler)
-        try:
-            if self.visualdl is not None:
-                self.visualdl.close()
-        finally:
-            self.folder.__exit__(None, None, None)
+        self.folder.__exit__(None, None, None)
         # the curves, under the training's progress lines (none where no batch was trained: a
         # run's last checkpoint, evaluated by resume.py)
         if kind is None and self.rank == 0 and self.record['batch_losses']:
@@ -96,14 +94,11 @@ class Tracker:
         self.batch_id, self.model.trained = batch_id, True
         self.gathered = self.gather(batch_id, [float(loss), correct, count])
         self.first_gathered = batch_id + 1 - len(self.gathered)  # the batch of gathered[0]
-        for i, (value, right, seen) in enumerate(self.gathered):
+        for value, right, seen in self.gathered:
             self.record['batch_losses'].append(value)
             self.sums['loss'] += value * seen
             self.sums['correct'] += int(right)
             self.sums['seen'] += int(seen)
-            if self.visualdl is not None:
-                step = self.epoch * self.per_epoch + self.first_gathered + i
-                self.visualdl.batch(step, value, right / seen)
 
     def gather(self, batch_id, figures):  # [(loss, correct, count)] of the batches to record
         self.stop_agreed = self.stop_requested  # parallel.Tracker: the workers' sums, and agreement
@@ -150,8 +145,6 @@ class Tracker:
             print(f'epoch {self.epoch}: train loss {row["train_loss"]:.4f} acc '
                   f'{row["train_acc"]:.4f} | valid loss/acc {valid_text} | '
                   f'{row["samples_per_s"]:.0f} samples/s, {seconds:.1f} s', flush=True)
-        if self.visualdl is not None:
-            self.visualdl.epoch(row, self.model, self.train_set)
         return self.position(self.epoch + 1, 0, None)
 
     def stop_if_interrupted(self):  # Ctrl-C in an epoch's last batch or validation: stop here;

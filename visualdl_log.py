@@ -50,6 +50,37 @@ class Log:
         self.writer.close()
 
 
+class Logging:
+    """Mixed into the run's progress.Tracker (progress.tracker, rank 0): each batch's figures and
+    each epoch's, written as the Tracker records them."""
+
+    def __enter__(self):  # the writer first (a missing package: nothing held yet)
+        self.log = Log(self.cfg)
+        try:
+            return super().__enter__()
+        except BaseException:  # the folder refused: no writer left open
+            self.log.close()
+            raise
+
+    def __exit__(self, *exc):
+        try:
+            self.log.close()
+        finally:
+            handled = super().__exit__(*exc)
+        return handled
+
+    def record_batch(self, batch_id, *figures):
+        super().record_batch(batch_id, *figures)
+        step = self.epoch * self.per_epoch + self.first_gathered  # the global step of gathered[0]
+        for i, (loss, right, seen) in enumerate(self.gathered):
+            self.log.batch(step + i, loss, right / seen)
+
+    def end_epoch(self, valid):
+        position = super().end_epoch(valid)
+        self.log.epoch(self.record['epochs'][-1], self.model, self.train_set)
+        return position
+
+
 def grid_image(images, rows, cols, gap=2):
     """Images in [-1,1] tiled into one uint8 array (VisualDL's add_image): -1 black, 1 white, grey
     between the tiles."""
