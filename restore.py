@@ -50,7 +50,8 @@ def no_checkpoint_at(prefix):
               if os.path.basename(found[1]).startswith(model)][-1:]
     if newest:
         word = common.shell_word(newest[0])
-        make = f' (with make: CKPT={word})' if word == newest[0] else ''  # make splits a quoted one
+        # started by make: its variable too (make splits a quoted path: none then)
+        make = f' (with make: CKPT={word})' * (word == newest[0] and 'MAKELEVEL' in os.environ)
         how = (f"argv = ['--ckpt', {newest[0]!r}]" if common.in_notebook()
                else f'--ckpt {word}{make}')
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '

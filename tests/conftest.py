@@ -46,6 +46,7 @@ def script_env(home):
         env[var] = 'http://127.0.0.1:9'
     env.pop('NO_PROXY', None)
     env.pop('no_proxy', None)
+    env.pop('MAKELEVEL', None)  # `make test`'s: a script run here is a plain command unless a test says
     return env
 
 

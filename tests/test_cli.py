@@ -9,7 +9,7 @@ from PIL import Image
 
 import fixtures
 import predict
-from conftest import GPU_ONLY_SKIP, gpu_present, read_metrics
+from conftest import GPU_ONLY_SKIP, ROOT, gpu_present, python_run, read_metrics, script_env
 
 SCRIPTS = ['mnist_cnn.py', 'resume.py']
 
@@ -162,6 +162,11 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     proc = run_script('resume.py', '--ckpt', 'ck/mnist_epoch0', '--compare', 'runs/cnn/metrics.json', cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip() == (
         "error: no checkpoint at ck/mnist_epoch0; the newest of its run's kind there is ck/mnist_interrupted: "
+        'pass --ckpt ck/mnist_interrupted')
+    # started by make (`make resume` sets MAKELEVEL): make's variable too
+    proc = python_run([ROOT / 'resume.py', '--ckpt', 'ck/mnist_epoch0'], tmp_path,
+                      dict(script_env(tmp_path / 'home'), MAKELEVEL='1'))
+    assert proc.returncode == 1 and proc.stderr.strip().endswith(
         'pass --ckpt ck/mnist_interrupted (with make: CKPT=ck/mnist_interrupted)')
     (tmp_path / 'notes.json').write_text('[1, 2]')  # --compare: checked before any training
     proc = run_script('resume.py', '--ckpt', 'ck/mnist_interrupted', '--compare', 'notes.json', cwd=tmp_path)
