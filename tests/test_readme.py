@@ -295,7 +295,7 @@ CHECK_PINS = """
 import importlib.metadata, sys
 from packaging.markers import Marker
 wrong = []
-for line in open('requirements.txt'):
+for line in open(sys.argv[1] if len(sys.argv) > 1 else 'requirements.txt'):
     line = line.split('#')[0].strip()
     if not line:
         continue
@@ -349,6 +349,30 @@ def test_make_builds_the_venv_from_nothing(tmp_path):
     fake.chmod(0o755)
     update = subprocess.run(['make', 'install', f'PYTHON={fake}'], cwd=copy, env=env, capture_output=True, text=True)
     assert update.returncode == 0 and 'pip install' in update.stdout and not remade.exists(), update.stdout
+
+
+@pytest.mark.install
+@pytest.mark.skipif(shutil.which('make') is None or shutil.which('git') is None, reason='needs make and git')
+def test_make_test_installs_with_pip_where_uv_cannot(tmp_path):
+    """The Makefile: `make test` installs both requirement files with uv, "and pip where uv cannot",
+    the same pinned versions either way. Here uv's index is a closed port and its cache empty, so
+    uv fails: one note says so, pip installs both files, and every pin of both holds."""
+    copy = fresh_copy(tmp_path, venv=False)
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}
+    env.pop('VIRTUAL_ENV', None)
+    env['HOME'] = os.environ.get('HOME', str(tmp_path))  # pip's cache, if there is one
+    closed = 'http://127.0.0.1:9/simple'
+    env.update(UV_DEFAULT_INDEX=closed, UV_INDEX_URL=closed, UV_CACHE_DIR=str(tmp_path / 'uv-cache'))
+    base = getattr(sys, '_base_executable', sys.executable)
+    proc = subprocess.run(['make', '.venv/.installed-test', f'PYTHON={base}'], cwd=copy, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'note: uv could not install them; pip installs them instead' in proc.stdout, proc.stdout
+    for name in ('requirements.txt', 'requirements-test.txt'):
+        pins = subprocess.run([str(copy / '.venv' / 'bin' / 'python'), '-c', CHECK_PINS, name], cwd=copy,
+                              env=env, capture_output=True, text=True)
+        assert pins.returncode == 0, f'{name}: {pins.stderr}'
+    assert (copy / '.venv' / '.installed').is_file() and (copy / '.venv' / '.installed-test').is_file()
 
 
 # ---- every name the README uses exists ----------------------------------------------------------
