@@ -3,6 +3,8 @@ one-process run; imported only under the launcher (a notebook, one process, does
 Each worker trains on its part of every batch; their figures and a Ctrl-C are summed only on the
 batches that print and at each epoch's end, so every worker stops at the same step.
 """
+import contextlib
+import os
 import sys
 
 import numpy as np
@@ -16,6 +18,16 @@ def all_reduce_sum(values):  # a few numbers summed over the workers
     total = paddle.to_tensor(np.asarray(values, dtype=np.float64))
     paddle.distributed.all_reduce(total)
     return total.numpy().tolist()
+
+
+def to_terminal(line):
+    """A Ctrl-C ends the launcher at once, so its terminal never shows this worker's last lines
+    (its log does): the line goes to that terminal too, which the worker has as its standard input
+    (the launcher starts it in a session of its own, without /dev/tty). No terminal: nothing."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if sys.stdin.isatty():
+            with open(os.ttyname(sys.stdin.fileno()), 'w') as terminal:
+                terminal.write(f'\n{line}\n')
 
 
 class WorkerBatchSampler(common.EpochBatchSampler):
@@ -63,6 +75,8 @@ class Tracker(progress.Tracker):
         return all_reduce_sum([stop_requested])[0] > 0  # (one that comes during the sum: next time)
 
     def __exit__(self, kind, error, trace):
+        if kind is progress.Interrupted and self.rank == 0:
+            to_terminal(progress.stopped_line(str(error), self.layout))
         if kind not in (None, progress.Interrupted) and not issubclass(kind, common.UserError):
             print('note: with data-parallel workers, see each worker\'s own error in the '
                   'launcher\'s log folder (log/workerlog.N); checkpoints saved before are intact',

@@ -208,12 +208,16 @@ def key():  # what interrupts: Ctrl-C in a terminal, in a notebook the kernel's 
 
 
 def stopped(prefix, layout=None):  # after Ctrl-C: how to continue, in one line
-    saved = (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
-             f'{common.resume_command(prefix, layout)}')
+    saved = stopped_line(prefix, layout)
     if common.in_notebook():
         raise common.Stopped(saved) from None
     print(saved, file=sys.stderr, flush=True)
     raise SystemExit(130)
+
+
+def stopped_line(prefix, layout=None):
+    return (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
+            f'{common.resume_command(prefix, layout)}')
 
 
 def print_eval(result, cfg):  # 八: the eval split's figures, printed before their pictures

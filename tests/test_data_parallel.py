@@ -292,3 +292,45 @@ def test_the_other_scripts_refuse_the_launcher(idx_dir, tmp_path):
     assert proc.returncode != 0
     log0 = (tmp_path / 'log' / 'workerlog.0').read_text()
     assert 'error: data-parallel training (stage 七) is in mnist_cnn.py' in log0
+
+
+@pytest.mark.whole
+@pytest.mark.skipif(os.name != 'posix', reason='a pseudo-terminal: POSIX only')
+def test_ctrl_c_in_a_terminal_shows_the_resume_command_there(idx_dir, tmp_path):
+    """A learner's Ctrl-C in the terminal of `make cnn NPROC=2`: the launcher ends within a second,
+    before its workers have saved, and never shows their last lines; the resume command must reach
+    that terminal all the same (parallel.to_terminal). Here the terminal is a real pseudo-terminal
+    with a shell in it that outlives the launcher, as a learner's does; Ctrl-C is its ^C."""
+    import pty
+    import shlex
+    cmd = shlex.join(launch_cmd(tmp_path, 'mnist_cnn.py', '--data-dir', idx_dir, *LONG_ARGS))
+    pid, terminal = pty.fork()
+    if pid == 0:  # the learner's shell, in tmp_path: a Ctrl-C ends the launcher, not the shell
+        os.chdir(tmp_path)  # (trap with a command, not '': an ignored SIGINT would be inherited)
+        os.execve('/bin/sh', ['sh', '-c', f'trap : INT; {cmd}; sleep 60'], script_env(tmp_path))
+    log = tmp_path / 'log' / 'workerlog.0'
+    shown, sent, deadline = b'', False, time.time() + 180
+    try:
+        while b'Continue with: ' not in shown and time.time() < deadline:
+            if not sent and log.exists() and b'epoch: 0, batch: 2,' in log.read_bytes():
+                os.write(terminal, b'\x03')
+                sent = True
+            try:
+                shown += os.read(terminal, 65536) if select_ready(terminal) else b''
+            except OSError:  # every process let go of the terminal
+                break
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(terminal)
+    text = shown.decode(errors='replace')
+    assert sent, 'training never reached batch 2'
+    line = next((x for x in text.splitlines() if x.startswith('stopped; saved ')), None)
+    assert line is not None, text[-3000:]
+    assert line.strip() == log.read_text().strip().splitlines()[-1]
+    assert 'resume.py --ckpt checkpoint/mnist_' in line
+
+
+def select_ready(fd, seconds=0.2):
+    import select
+    return bool(select.select([fd], [], [], seconds)[0])
