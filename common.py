@@ -138,7 +138,6 @@ def resolve_data_source(data_dir=None):  # (kind, path): 'idx' and a folder, or 
 def find_or_download():
     """No --data-dir: ./work/, ./, AI Studio's mounted datasets (data/data*/ here or in the home
     folder), else PaddlePaddle's cache (downloading)."""
-    import downloads  # here: a run that finds its data never reads it
     mounted = sorted(glob.glob(os.path.join('data', 'data*'))) + sorted(glob.glob(os.path.join(
         os.path.expanduser('~'), 'data', 'data*')))
     for folder in ['work', '.'] + mounted:
@@ -146,6 +145,7 @@ def find_or_download():
             return 'idx', folder
         if os.path.isfile(os.path.join(folder, 'mnist.json.gz')):
             return 'json', os.path.join(folder, 'mnist.json.gz')
+    import downloads  # only now: a run that finds its data never reads it
     cache = downloads.data_cache('mnist')
     hint = (f'Looked in ./work/, ./ and data/data*/ (here and in ~) for the idx files or '
             f'mnist.json.gz, and in {cache}; on a machine without network '

@@ -21,9 +21,10 @@ def all_reduce_sum(values):  # a few numbers summed over the workers
 
 
 def to_terminal(line):
-    """A Ctrl-C ends the launcher at once, so its terminal never shows this worker's last lines
-    (its log does): the line goes to that terminal too, which the worker has as its standard input
-    (the launcher starts it in a session of its own, without /dev/tty). No terminal: nothing."""
+    """Once Ctrl-C reaches the launcher it stops showing this worker's output, so its terminal
+    would never see the resume command (the worker's log does): the line goes to that terminal
+    too, which the worker has as its standard input (the launcher starts it in a session of its
+    own, without /dev/tty). No terminal (Windows, a pipe): nothing."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         if sys.stdin.isatty():
             with open(os.ttyname(sys.stdin.fileno()), 'w') as terminal:

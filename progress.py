@@ -3,7 +3,8 @@
 keeps every batch's loss and each epoch's row (metrics.json, the curves), prints the progress and
 stops safely: a NaN or infinite loss with one sentence; Ctrl-C (or the launcher's SIGTERM) after
 the current step, saving NAME_interrupted. With data-parallel workers (七) parallel.Tracker, a
-subclass, sums the workers' figures (a notebook, one process, never imports it).
+subclass, sums the workers' figures (a notebook, one process, never imports it); --visualdl mixes
+in visualdl_log.Logging.
 """
 import contextlib
 import math
@@ -27,14 +28,15 @@ class Interrupted(Exception):
 
 def tracker(cfg, model, optimizer, start=None, train_set=None):
     """The run's Tracker: one loop in train() for one process and for workers (七), with VisualDL's
-    logging mixed in for --visualdl."""
-    kind = Tracker
+    logging (visualdl_log.Logging) mixed in for --visualdl."""
+    tracker_class = Tracker
     if common.rank_and_world()[1] > 1:  # parallel.Tracker: the workers' sums and one stop step
         import parallel
-        kind = parallel.Tracker
+        tracker_class = parallel.Tracker
     if cfg.get('visualdl') and common.rank_and_world()[0] == 0:
-        kind = type('Tracker', (common.optional('visualdl_log', '--visualdl').Logging, kind), {})
-    return kind(cfg, model, optimizer, start, train_set)
+        logging = common.optional('visualdl_log', '--visualdl').Logging
+        tracker_class = type('VisualDLTracker', (logging, tracker_class), {})
+    return tracker_class(cfg, model, optimizer, start, train_set)
 
 
 class Tracker:
@@ -56,11 +58,10 @@ class Tracker:
         self.handlers = {}
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
-        if common.in_notebook():  # cells run again out of order
-            refuse_stale_cells(self.model, self.optimizer)
+        refuse_used(self.model, self.optimizer)  # a notebook's cells, run again out of order
         self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
         self.folder.__enter__()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C: on_signal, below the class
             with contextlib.suppress(ValueError):  # not the main thread: the default behaviour
                 self.handlers[signum] = signal.signal(signum, lambda n, _: on_signal(self, n))
         return self
@@ -169,8 +170,7 @@ class Tracker:
                 'paddle_version': paddle.__version__}
 
 
-def refuse_stale_cells(model, optimizer):  # a notebook's cells run out of order: either would write
-    # checkpoints that are not the run's
+def refuse_used(model, optimizer):  # either would write checkpoints that are not the run's
     again = '; run the cells again from step 2, a new run (in resume.ipynb: from step 3)'
     if getattr(model, 'trained', False):  # set by record_batch: a step was taken
         common.fail('this model was trained by an earlier run of this cell: training it again '
@@ -181,25 +181,28 @@ def refuse_stale_cells(model, optimizer):  # a notebook's cells run out of order
                     'the optimizer\'s did not)' + again)
 
 
-def on_signal(tracker, signum):  # Ctrl-C (or the launcher's SIGTERM): stop after this step
-    if tracker.stop_requested and signum == signal.SIGINT:  # a second Ctrl-C aborts at once (the
-        raise KeyboardInterrupt(aborted(tracker))  # launcher's SIGTERMs not): errors.py prints it
-    if not tracker.stop_requested:
-        print(f'\ninterrupt: finishing {tracker.stops_after}, then saving a checkpoint '
+# ---- Ctrl-C: the handler Tracker.__enter__ installs; the Tracker's loop calls then stop ---------
+
+def on_signal(run, signum):  # run: the Tracker; Ctrl-C (or the launcher's SIGTERM): stop after
+    # this step
+    if run.stop_requested and signum == signal.SIGINT:  # a second Ctrl-C aborts at once (the
+        raise KeyboardInterrupt(aborted(run))  # launcher's SIGTERMs not): errors.py prints it
+    if not run.stop_requested:
+        print(f'\ninterrupt: finishing {run.stops_after}, then saving a checkpoint '
               f'({key()} again to abort)', flush=True)
-    tracker.stop_requested = True
-    tracker.terminated = tracker.terminated or signum == signal.SIGTERM
+    run.stop_requested = True
+    run.terminated = run.terminated or signum == signal.SIGTERM
 
 
-def aborted(tracker):  # a second Ctrl-C's line: where this run can continue, if anywhere
-    cfg, record = tracker.cfg, tracker.record
+def aborted(run):  # a second Ctrl-C's line: where this run can continue, if anywhere
+    cfg, record = run.cfg, run.record
     now = record['first_step'] + len(record['batch_losses'])  # steps trained
     mine = [prefix for step, prefix, meta in checkpoints.list_checkpoints(cfg['ckpt_dir'])
             if meta.get('run_id') == cfg['run_id'] and step <= now]  # not other models'
     return f'stopped by a second interrupt ({key()}), without saving; ' + (
         f'this run\'s newest checkpoint is whole. Continue with: '
-        f'{common.resume_command(mine[-1], tracker.layout)}' if mine
-        else 'the checkpoint it resumed from is whole' if not tracker.new_run
+        f'{common.resume_command(mine[-1], run.layout)}' if mine
+        else 'the checkpoint it resumed from is whole' if not run.new_run
         else 'this run saved no checkpoint yet: start it again')
 
 

@@ -51,23 +51,23 @@ class Log:
 
 
 class Logging:
-    """Mixed into the run's progress.Tracker (progress.tracker, rank 0): each batch's figures and
-    each epoch's, written as the Tracker records them."""
+    """Mixed into the run's progress.Tracker by progress.tracker (rank 0 only): each batch's figures
+    and each epoch's, written as the Tracker records them."""
 
-    def __enter__(self):  # the writer first (a missing package: nothing held yet)
-        self.log = Log(self.cfg)
+    def __enter__(self):  # the folder held first: a refused run opens no log
+        run = super().__enter__()
         try:
-            return super().__enter__()
-        except BaseException:  # the folder refused: no writer left open
-            self.log.close()
+            self.log = Log(self.cfg)
+        except BaseException:
+            super().__exit__(*sys.exc_info())
             raise
+        return run
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc):  # the Tracker's first (it gives Ctrl-C back), then the writer closes
         try:
-            self.log.close()
+            return super().__exit__(*exc)
         finally:
-            handled = super().__exit__(*exc)
-        return handled
+            self.log.close()
 
     def record_batch(self, batch_id, *figures):
         super().record_batch(batch_id, *figures)

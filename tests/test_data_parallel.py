@@ -25,6 +25,11 @@ from conftest import ROOT, read_metrics, script_env
 # --log-every 5: the workers sum their figures at batches 0, 5, 10, 15 and 18 of each epoch.
 DP_ARGS = ['--epochs', '2', '--batch-size', '25', '--train-limit', '475', '--seed', '0', '--log-every', '5']
 RTOL = 1e-4
+try:  # the two-worker run logs for VisualDL too, where it is installed (make test installs it)
+    import visualdl  # noqa: F401
+    VISUALDL = ['--visualdl', 'vdl']
+except ImportError:
+    VISUALDL = []
 
 
 def launch_cmd(cwd, script, *args, nproc=2):
@@ -48,7 +53,7 @@ def single(tmp_path_factory, run_script, idx_dir):
 @pytest.fixture(scope='module')
 def parallel(tmp_path_factory, idx_dir):
     work = tmp_path_factory.mktemp('dp_two')
-    proc = launch(work, 'mnist_cnn.py', '--data-dir', idx_dir, *DP_ARGS)
+    proc = launch(work, 'mnist_cnn.py', '--data-dir', idx_dir, *DP_ARGS, *VISUALDL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {'dir': work, 'metrics': read_metrics(work / 'runs' / 'cnn'), 'stdout': proc.stdout}
 
@@ -62,6 +67,21 @@ def test_two_workers_follow_the_single_process_run(single, parallel):
     assert 'device: cpu, 2 data-parallel workers' in parallel['stdout']
 
 
+@pytest.mark.skipif(not VISUALDL, reason='visualdl is not installed (make test installs it)')
+def test_rank_0_logs_every_batch_of_both_workers_for_visualdl(parallel):
+    """--visualdl under the launcher: one log (rank 0's), one loss per global step in order, the
+    workers' summed figures (== metrics.json's, as float32), an epoch row per epoch."""
+    from visualdl import LogReader
+    import glob
+    files = glob.glob(str(parallel['dir'] / 'vdl' / 'vdlrecords*'))
+    assert len(files) == 1, files
+    reader = LogReader(file_path=files[0])
+    losses = reader.get_data('scalar', 'train/loss')
+    assert [r.id for r in losses] == list(range(2 * 19))
+    assert [r.value for r in losses] == pytest.approx(parallel['metrics']['batch_losses'], rel=1e-6)
+    assert [r.id for r in reader.get_data('scalar', 'epoch/valid_acc')] == [0, 1]
+
+
 def test_only_rank_0_writes_files_and_prints_progress(parallel):
     work = parallel['dir']
     assert sorted(os.listdir(work / 'checkpoint')) == sorted(
@@ -69,7 +89,8 @@ def test_only_rank_0_writes_files_and_prints_progress(parallel):
     assert sorted(os.listdir(work / 'runs' / 'cnn')) == sorted(
         ['acc.png', 'confusion.png', 'loss.png', 'metrics.json', 'mistakes.png', 'model.json', 'model.pdparams',
          'samples.png'])
-    assert sorted(n for n in os.listdir(work) if not n.startswith('.')) == ['checkpoint', 'log', 'runs']  # .cache: HOME
+    assert sorted(n for n in os.listdir(work) if not n.startswith('.')) == sorted(  # .cache: HOME
+        ['checkpoint', 'log', 'runs'] + ['vdl'] * bool(VISUALDL))
     rank1 = (work / 'log' / 'workerlog.1').read_text()
     assert 'epoch: 0, batch: 0' not in rank1 and 'wrote' not in rank1
     log0 = (work / 'log' / 'workerlog.0').read_text()
@@ -319,16 +340,31 @@ def test_ctrl_c_in_a_terminal_shows_the_resume_command_there(idx_dir, tmp_path):
                 shown += os.read(terminal, 65536) if select_ready(terminal) else b''
             except OSError:  # every process let go of the terminal
                 break
+        # the worker's log gets the line after the terminal does
+        while time.time() < deadline and not log.read_text().strip().splitlines()[-1].startswith('stopped;'):
+            time.sleep(0.1)
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(terminal)
+        kill_workers(tmp_path / 'log')  # (the workers have sessions of their own)
     text = shown.decode(errors='replace')
     assert sent, 'training never reached batch 2'
     line = next((x for x in text.splitlines() if x.startswith('stopped; saved ')), None)
     assert line is not None, text[-3000:]
     assert line.strip() == log.read_text().strip().splitlines()[-1]
     assert 'resume.py --ckpt checkpoint/mnist_' in line
+
+
+def kill_workers(log_dir):
+    """The launcher's workers that write into log_dir (PADDLE_LOG_DIR), if any still run."""
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                if f'PADDLE_LOG_DIR={log_dir}'.encode() in f.read().split(b'\0'):
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def select_ready(fd, seconds=0.2):

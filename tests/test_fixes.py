@@ -104,3 +104,22 @@ def test_a_ctrl_c_during_the_workers_sum_is_not_lost(monkeypatch):
     monkeypatch.setattr(parallel, 'all_reduce_sum', sum_while_a_signal_arrives)
     tracker.stop_if_interrupted()  # nobody had asked: every worker goes on (none may stop alone)
     assert tracker.stop_requested  # and the request stands for the next sum
+
+
+def test_a_trained_model_or_a_stale_optimizer_is_refused_outside_a_notebook_too(tmp_path):
+    """train() called twice on one model (python -i, an IPython terminal, a learner's own code), or
+    with an optimizer of an earlier model: one sentence, not training on from those weights."""
+    import paddle
+    import progress
+    from errors import UserError
+    cfg = {'steps_per_epoch': 1, 'name': 'mnist', 'run_id': 'abc', 'overwrite': False,
+           'ckpt_dir': str(tmp_path / 'ck'), 'out': str(tmp_path / 'out')}
+    model = paddle.nn.Linear(2, 2)
+    model.trained = True  # as record_batch leaves it
+    with pytest.raises(UserError, match='this model was trained by an earlier run'):
+        with progress.tracker(cfg, model, paddle.optimizer.SGD(parameters=model.parameters())):
+            pass
+    earlier = paddle.nn.Linear(2, 2)
+    with pytest.raises(UserError, match='the optimizer belongs to an earlier model'):
+        with progress.tracker(cfg, paddle.nn.Linear(2, 2), paddle.optimizer.SGD(parameters=earlier.parameters())):
+            pass

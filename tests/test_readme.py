@@ -303,8 +303,11 @@ for line in open(sys.argv[1] if len(sys.argv) > 1 else 'requirements.txt'):
     if marker.strip() and not Marker(marker.strip()).evaluate():
         continue
     name, version = pin.strip().split('==')
-    if importlib.metadata.version(name) != version:
-        wrong.append(f'{name} {importlib.metadata.version(name)}, pinned {version}')
+    try:
+        if importlib.metadata.version(name) != version:
+            wrong.append(f'{name} {importlib.metadata.version(name)}, pinned {version}')
+    except importlib.metadata.PackageNotFoundError:
+        wrong.append(f'{name} is not installed, pinned {version}')
 sys.exit('; '.join(wrong) or None)
 """
 
@@ -361,6 +364,8 @@ def test_make_test_installs_with_pip_where_uv_cannot(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}
     env.pop('VIRTUAL_ENV', None)
     env['HOME'] = os.environ.get('HOME', str(tmp_path))  # pip's cache, if there is one
+    for name in [k for k in env if k.startswith('UV_')]:  # no index, link or config of the machine's
+        del env[name]
     closed = 'http://127.0.0.1:9/simple'
     env.update(UV_DEFAULT_INDEX=closed, UV_INDEX_URL=closed, UV_CACHE_DIR=str(tmp_path / 'uv-cache'))
     base = getattr(sys, '_base_executable', sys.executable)

@@ -81,3 +81,22 @@ def test_without_visualdl_the_flag_gets_one_sentence(idx_dir, tmp_path):
     assert proc.stderr.strip() == (f'error: --visualdl needs the VisualDL package: {sys.executable} -m pip install '
                                    'visualdl==2.5.3 (in a notebook: %pip install visualdl), or drop --visualdl')
     assert list(tmp_path.iterdir()) == []  # refused before anything was made: no runs/, no checkpoint/
+
+
+def test_a_folder_in_use_opens_no_visualdl_log(tmp_path):
+    """--visualdl where the checkpoint folder is refused as training starts (another run took it
+    after the early check): one sentence, and no VisualDL log opened or left behind, since the
+    writer opens only once the folder is held (visualdl_log.Logging)."""
+    import paddle
+    import checkpoints
+    import progress
+    from errors import UserError
+    model = paddle.nn.Linear(2, 2)
+    optimizer = paddle.optimizer.SGD(parameters=model.parameters())
+    cfg = {'steps_per_epoch': 1, 'name': 'mnist', 'run_id': 'abc', 'seed': 0, 'overwrite': False,
+           'ckpt_dir': str(tmp_path / 'ck'), 'out': str(tmp_path / 'out'), 'visualdl': str(tmp_path / 'vdl')}
+    with checkpoints.lock(cfg['ckpt_dir']):  # held here: another open of it is refused
+        with pytest.raises(UserError, match='is in use by another training run'):
+            with progress.tracker(cfg, model, optimizer):
+                pass
+    assert not glob.glob(str(tmp_path / 'vdl' / '*'))
