@@ -149,7 +149,7 @@ def find_or_download():
     cache = downloads.data_cache('mnist')
     hint = (f'Looked in ./work/, ./ and data/data*/ (here and in ~) for the idx files or '
             f'mnist.json.gz, and in {cache}; on a machine without network '
-            f'{pass_flag("--data-dir", "FOLDER", "DATA_DIR")}, a folder holding them')
+            f'{pass_flag("--data-dir", "FOLDER", make_variable="DATA_DIR")}, a folder holding them')
     for key, name in IDX_FILES.items():
         downloads.fetch(MNIST_URL + name + '.gz', 'mnist', MNIST_MD5[key], hint)
     return 'idx', cache

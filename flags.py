@@ -119,7 +119,8 @@ def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the 
     workers, nodes = layout.get('workers', 1), layout.get('nodes', 1)
     if workers == 1:
         return f'python resume.py --ckpt {shell_word(prefix)}'
-    launch = f'python -m paddle.distributed.launch --nproc_per_node {workers // nodes} resume.py'
+    launch = (f'{launch_python()} -m paddle.distributed.launch '
+              f'--nproc_per_node {workers // nodes} resume.py')
     where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
     if nodes == 1 and shell_word(prefix) == prefix:  # make's: .venv's Python (a plain one may
         # lack paddle, and -m cannot re-run itself with .venv's); each in backticks: two commands
@@ -128,12 +129,16 @@ def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the 
     return f'{launch} --ckpt {shell_word(prefix)}{where}'
 
 
-def pass_flag(flag, value=None, make_variable=None):  # where the run started: a notebook's argv,
-    # the command line, make's variable for it (else ARGS)
-    words = [flag] + ([value] if value else [])
+def launch_python():  # `-m` cannot re-run into .venv as a script does: .venv's Python by its path
+    here = os.path.relpath(sys.executable)  # (one outside this folder: python, as typed)
+    return shell_word(here) if not here.startswith(os.pardir) else 'python'
+
+
+def pass_flag(*words, make_variable=None):  # flags (and values) where the run started: a
+    # notebook's argv, the command line, make's variable for a flag's value (else ARGS)
     if in_notebook():
         return f'add {", ".join(map(repr, words))} to argv'
-    under_make = f'{make_variable}={value}' if make_variable else f'ARGS="{" ".join(words)}"'
+    under_make = f'{make_variable}={words[-1]}' if make_variable else f'ARGS="{" ".join(words)}"'
     return f'pass {" ".join(words)}' + (f' (with make: {under_make})' * ('MAKELEVEL' in os.environ))
 
 

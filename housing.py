@@ -72,9 +72,9 @@ def find_housing(data_dir):
         return path
     if os.path.isfile(os.path.join('work', 'housing.data')):  # AI Studio's layout
         return os.path.join('work', 'housing.data')
+    flag = common.pass_flag('--data-dir', 'FOLDER', make_variable='HOUSING_DATA')
     hint = ('Looked for ./work/housing.data and in PaddlePaddle\'s cache; on a machine without '
-            f'network {common.pass_flag("--data-dir", "FOLDER", "HOUSING_DATA")}, the folder '
-            f'holding it')
+            f'network {flag}, the folder holding it')
     return downloads.fetch(HOUSING_URL, 'uci_housing', HOUSING_MD5, hint)
 
 

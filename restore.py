@@ -131,11 +131,12 @@ def same_settings(cfg, reference):  # else there is nothing to compare: says so
     return not other
 
 
-def compare_losses(resumed, reference):
+def compare_losses(resumed, reference, trained_by=None):
     """Per epoch: are the resumed run's batch losses the reference run's at the same steps? (Nothing
     trained, from a run's last checkpoint: its evaluation, where the reference run ended there.)
     False only when they should be identical, bit for bit (the same settings and number of
-    workers), and are not."""
+    workers), and are not. trained_by: the workers of the run that saved the checkpoint (None: as
+    the reference's)."""
     per_epoch, ref_first = resumed['steps_per_epoch'], reference.get('first_step', 0)
     if not same_settings(resumed['config'], reference):
         return True
@@ -171,6 +172,12 @@ def compare_losses(resumed, reference):
         return True
     print('resumed losses are bit-identical to the uninterrupted run' if all_same
           else 'resumed losses DIFFER from the reference run')
+    if not all_same and trained_by not in (None, reference.get('workers', 1)):
+        print(f'note: the checkpoint was saved by a run of {trained_by} data-parallel worker(s), '
+              f'the reference ran with {reference.get("workers", 1)}: the two had parted by '
+              f'rounding before this resume, so these figures show how close they stay, not '
+              f'whether the resume was exact (for that: a reference run of {trained_by})')
+        return True
     if not all_same and reference.get('workers', 1) != resumed.get('workers', 1):
         print(f'note: the reference ran with {reference.get("workers", 1)} data-parallel '
               f'worker(s), this run with {resumed.get("workers", 1)}: the gradient sums round in '

@@ -60,8 +60,12 @@ def main(argv=None):
                     f'{{N}}); train_again() is about the course\'s CNN')
     cfg = dict(meta['config'], out=args.out, ckpt_dir=args.ckpt_dir, visualdl=None)
     if meta['next_epoch'] >= cfg['epochs']:
-        common.fail(f'{prefix} is the end of its run: nothing is left to resume; pass an earlier '
-                    f'checkpoint, such as checkpoint/mnist_epoch0 of a run of 2 epochs or more')
+        ended = f'{prefix} is the end of its run: nothing is left to resume'
+        if common.in_notebook():  # resume.ipynb's last cell after a 1-epoch run: nothing to show
+            print(f'note: {ended}; for train_again(), train mnist_cnn.ipynb 2 epochs or more')
+            return None
+        common.fail(f'{ended}; pass an earlier checkpoint, such as checkpoint/mnist_epoch0 of a '
+                    f'run of 2 epochs or more')
     if cfg['schedule'] != 'poly':
         common.fail(f'{prefix} was trained at a constant rate (--schedule constant): this '
                     f'script restarts a decaying schedule; pass a checkpoint of a poly run')

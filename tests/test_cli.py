@@ -145,6 +145,21 @@ def test_predict_errors(cnn_run, run_script, tmp_path):
     assert proc.returncode == 1 and 'is not an image PIL can read' in proc.stderr
 
 
+def test_the_tutorials_resume_after_a_runs_end_is_a_note_in_a_notebook(cnn_run, tmp_path, monkeypatch, capsys):
+    """resume.ipynb's last cell after a run too short to resume (its checkpoint ends the run): a note
+    under the cell, not an error that stops Run All; the command line's exit 1 is test_resume_errors'."""
+    import common
+    import flags
+    import tutorial_resume
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(common, 'in_notebook', lambda: True)
+    monkeypatch.setattr(flags, 'in_notebook', lambda: True)
+    assert tutorial_resume.main(['--ckpt', str(cnn_run['ckpt'] / 'mnist_epoch2'),
+                                 '--compare', str(cnn_run['out'] / 'metrics.json')]) is None
+    assert capsys.readouterr().out.strip().endswith(
+        'is the end of its run: nothing is left to resume; for train_again(), train mnist_cnn.ipynb 2 epochs or more')
+
+
 def test_resume_errors(cnn_run, run_script, tmp_path):
     proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch7', cwd=tmp_path)
     assert proc.returncode == 1 and 'no checkpoint at checkpoint/mnist_epoch7' in proc.stderr
