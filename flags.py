@@ -117,8 +117,10 @@ def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the 
         return f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"
     layout = layout or {}
     workers, nodes = layout.get('workers', 1), layout.get('nodes', 1)
-    if workers == 1:
-        return f'python resume.py --ckpt {shell_word(prefix)}'
+    if workers == 1:  # (started by make: make's command too, where make keeps the path whole)
+        make = f' (with make: make resume CKPT={prefix})' * (
+            'MAKELEVEL' in os.environ and shell_word(prefix) == prefix)
+        return f'python resume.py --ckpt {shell_word(prefix)}{make}'
     launch = (f'{launch_python()} -m paddle.distributed.launch '
               f'--nproc_per_node {workers // nodes} resume.py')
     where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)

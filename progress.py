@@ -218,8 +218,9 @@ def stopped(prefix, layout=None):  # after Ctrl-C: how to continue, in one line
     raise SystemExit(130)
 
 
-def stopped_line(prefix, layout=None):
-    return (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
+def stopped_line(prefix, layout=None):  # (under the launcher rank 0 saves for every worker)
+    saved = 'saved' if common.rank_and_world()[0] == 0 else 'rank 0 saved'
+    return (f'stopped; {saved} {prefix}.pdparams/.pdopt. Continue with: '
             f'{common.resume_command(prefix, layout)}')
 
 
@@ -265,8 +266,9 @@ def first_samples(dataset, seed, epoch, count=32):
 
 def show_data(train_loader, cfg):  # 三: one batch's shapes, and samples.png
     images, labels = next(iter(train_loader))
-    print(f'one batch: images {list(images.shape)} {images.dtype}, labels {list(labels.shape)} '
-          f'{labels.dtype}; {len(train_loader)} batches per epoch')
+    part = f' (this worker\'s part of {cfg["batch_size"]})' * (common.rank_and_world()[1] > 1)
+    print(f'one batch{part}: images {list(images.shape)} {images.dtype}, labels '
+          f'{list(labels.shape)} {labels.dtype}; {len(train_loader)} batches per epoch')
     if common.rank_and_world()[0] == 0:
         images, labels = first_samples(train_loader.dataset, cfg['seed'], 0)
         plots.samples_grid(os.path.join(cfg['out'], 'samples.png'), images, labels,

@@ -34,6 +34,12 @@ GOLDEN_ARGS = ['--epochs', '3', '--seed', '0', '--log-every', '1000']
 THREAD_SETTINGS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_DEBUG_CPU_TYPE')
 
 
+# `make test`'s MAKELEVEL: the scripts word their advice for make where it is set (flags.pass_flag,
+# resume_command), so here, in-process and in every script run, it is unset unless a test sets it:
+# `make test` and plain pytest see the same sentences
+os.environ.pop('MAKELEVEL', None)
+
+
 def script_env(home):
     env = {k: v for k, v in os.environ.items() if k not in THREAD_SETTINGS}
     env['HOME'] = str(home)  # PaddlePaddle's data cache (~/.cache/paddle) is empty here
@@ -46,7 +52,6 @@ def script_env(home):
         env[var] = 'http://127.0.0.1:9'
     env.pop('NO_PROXY', None)
     env.pop('no_proxy', None)
-    env.pop('MAKELEVEL', None)  # `make test`'s: a script run here is a plain command unless a test says
     return env
 
 

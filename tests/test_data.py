@@ -243,6 +243,11 @@ def test_one_idx_file_as_data_dir_names_its_folder(idx_dir):
 def test_the_resume_command_names_the_launcher_for_workers(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # not the project's folder: its .venv would be named (next test)
     assert common.resume_command('checkpoint/mnist_interrupted') == 'python resume.py --ckpt checkpoint/mnist_interrupted'
+    monkeypatch.setenv('MAKELEVEL', '1')  # started by make: make's command too
+    assert common.resume_command('checkpoint/mnist_interrupted') == ('python resume.py --ckpt checkpoint/mnist_interrupted'
+                                                                     ' (with make: make resume CKPT=checkpoint/mnist_interrupted)')
+    assert common.resume_command('my ck/m') == "python resume.py --ckpt 'my ck/m'"  # make would split it
+    monkeypatch.delenv('MAKELEVEL')
     assert common.resume_command('c/m', {'workers': 2}) == \
         '`python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt c/m` (with make: `make resume NPROC=2 CKPT=c/m`)'
     assert common.resume_command('c/m', {'workers': 16, 'nodes': 2}) == ('python -m paddle.distributed.launch '

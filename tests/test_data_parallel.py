@@ -95,6 +95,7 @@ def test_only_rank_0_writes_files_and_prints_progress(parallel):
     assert 'epoch: 0, batch: 0' not in rank1 and 'wrote' not in rank1
     log0 = (work / 'log' / 'workerlog.0').read_text()
     assert '13, 1, 28, 28]' in log0 and '12, 1, 28, 28]' in rank1  # "one batch": each worker its part
+    assert "one batch (this worker's part of 25): images [13, 1, 28, 28]" in log0
     for epoch, batch in ((0, 0), (0, 5), (0, 15), (1, 10)):  # every progress line, summed over workers
         assert f'epoch: {epoch}, batch: {batch}, loss is: ' in log0, log0[-2000:]
 
@@ -255,7 +256,8 @@ def test_ctrl_c_stops_every_worker_at_one_step_and_two_workers_resume_it_exactly
     for rank, log in enumerate(logs):
         assert 'Traceback' not in log and 'error:' not in log, f'rank {rank}:\n{log[-3000:]}'
         last = log.strip().splitlines()[-1]
-        assert last == f'stopped; saved checkpoint/{name}.pdparams/.pdopt. Continue with: ' \
+        saved = 'saved' if rank == 0 else 'rank 0 saved'  # (rank 1 saves nothing)
+        assert last == f'stopped; {saved} checkpoint/{name}.pdparams/.pdopt. Continue with: ' \
                        f'`python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt checkpoint/{name}` ' \
                        f'(with make: `make resume NPROC=2 CKPT=checkpoint/{name}`)', \
             f'rank {rank}: {last}'  # the same number of workers: bit-identical
