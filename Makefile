@@ -140,8 +140,9 @@ lint: $(TEST_STAMP)  ## ruff: pycodestyle + pyflakes, lines <= 100 characters (r
 # on 2 cores two at once take about half as long.
 # The first half's output follows the second's; the target fails if either half fails or collects
 # no test (a skipped test passes, except under STRICT_SKIPS=1, as .ci/run sets it). Left out for
-# their time: the tests marked `whole` (the README's commands in order, make all FAST=1) and
-# `install` (make install from nothing), which `make test-whole` runs (.ci/run runs both targets),
+# their time: the tests marked `whole` (the README's commands in order, make all FAST=1, a Ctrl-C
+# in a real terminal under the launcher) and `install` (make install from nothing, make test's
+# install where uv fails), which `make test-whole` runs (.ci/run runs both targets),
 # and tests/test_bench.py (`make bench`).
 TESTS_FIRST_HALF = tests/test_notebooks.py tests/test_golden.py tests/test_reliability.py \
 	tests/test_resume_golden.py tests/test_faults.py tests/test_ctrl_c.py
