@@ -159,7 +159,7 @@ QUICK = -m "not install and not whole"
 test: lint  ## lint, then the tests (offline, synthetic data, ~4 min on 2 cores; installs requirements-test.txt)
 	$(call halves,$(QUICK) $(TESTS_FIRST_HALF),$(QUICK) $(ALL_TESTS) $(addprefix --ignore=,$(TESTS_FIRST_HALF)))
 
-test-whole: $(TEST_STAMP)  ## what make test leaves out for its time: the README's commands in order, make all FAST=1, make install from nothing (~3 min, network; CI runs it)
+test-whole: $(TEST_STAMP)  ## what make test leaves out for its time: the README's commands in order, make all FAST=1, a Ctrl-C in a terminal under the launcher, make install from nothing, make test's install where uv fails (~3 min, network; CI runs it)
 	$(call halves,-m whole $(ALL_TESTS),-m install $(ALL_TESTS))
 
 compat: $(TEST_STAMP)  ## Python 3.9-3.13 pinned, PaddlePaddle 2.6.2/3.0.0/3.2.2 on 3.10: train, resume ==, predict, golden (~6 min + installs); then an AI Studio stand-in, tests/compat_aistudio.py: mnist_cnn.ipynb + resume.ipynb in 3.10 venvs of only AI Studio's packages, paddle 3.2.2/2.6.2 (~3 min + installs)

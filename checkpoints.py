@@ -210,7 +210,6 @@ def in_use(folder, path):
     holder = ''
     with contextlib.suppress(OSError), open(path + '-holder') as f:
         holder = f.read(100)
-    # (a run of its own writes its results apart too: --out)
     fail(f'{folder} is in use by another training run ({holder or "another process"}); '
-         f'wait for it to finish, or {common.pass_flag("--ckpt-dir", "CK", "--out", "OUT")} with '
-         f'folders of this run\'s own')
+         f'wait for it to finish, or give this run folders of its own: another --ckpt-dir and, '
+         f'for its results, another --out')

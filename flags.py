@@ -117,10 +117,8 @@ def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the 
         return f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"
     layout = layout or {}
     workers, nodes = layout.get('workers', 1), layout.get('nodes', 1)
-    if workers == 1:  # (started by make: make's command too, where make keeps the path whole)
-        make = f' (with make: make resume CKPT={prefix})' * (
-            'MAKELEVEL' in os.environ and shell_word(prefix) == prefix)
-        return f'python resume.py --ckpt {shell_word(prefix)}{make}'
+    if workers == 1:  # (any Python: one without paddle re-runs it with .venv's)
+        return f'python resume.py --ckpt {shell_word(prefix)}'
     launch = (f'{launch_python()} -m paddle.distributed.launch '
               f'--nproc_per_node {workers // nodes} resume.py')
     where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
@@ -132,8 +130,13 @@ def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the 
 
 
 def launch_python():  # `-m` cannot re-run into .venv as a script does: .venv's Python by its path
-    here = os.path.relpath(sys.executable)  # (one outside this folder: python, as typed)
-    return shell_word(here) if not here.startswith(os.pardir) else 'python'
+    try:  # (one outside this folder, or on another drive: python, as typed)
+        here = os.path.relpath(sys.executable)
+    except ValueError:
+        return 'python'
+    if here.split(os.sep)[0] == os.pardir:
+        return 'python'
+    return shell_word(here if os.sep in here else os.path.join(os.curdir, here))
 
 
 def pass_flag(*words, make_variable=None):  # flags (and values) where the run started: a

@@ -50,6 +50,9 @@ class Tracker:
         self.partial = start.get('partial')
         self.rank, self.world_size = common.rank_and_world()
         self.layout = common.worker_layout()  # 七: in each checkpoint, for resume_command
+        # every worker count that trained these weights (resume.py --compare: bit for bit or not)
+        earlier = start.get('trained_with', [start.get('workers', self.world_size)])
+        self.trained_with = sorted({*earlier, self.world_size})
         self.record = {'batch_losses': [], 'epochs': [], 'steps_per_epoch': self.per_epoch,
                        'workers': self.world_size, 'started': time.perf_counter(),
                        'first_step': self.start_epoch * self.per_epoch + self.start_batch}
@@ -58,7 +61,7 @@ class Tracker:
         self.handlers = {}
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
-        refuse_used(self.model, self.optimizer)  # a notebook's cells, run again out of order
+        refuse_used(self.model, self.optimizer)  # (a notebook's cells run again out of order)
         self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
         self.folder.__enter__()
         for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C: on_signal, below the class
@@ -167,14 +170,16 @@ class Tracker:
                 'run_id': self.cfg['run_id'], 'epoch': self.epoch, 'next_epoch': next_epoch,
                 'next_batch': next_batch, 'global_step': next_epoch * self.per_epoch + next_batch,
                 'partial': partial, 'config': self.cfg, **self.layout,
+                'trained_with': self.trained_with,
                 'paddle_version': paddle.__version__}
 
 
 def refuse_used(model, optimizer):  # either would write checkpoints that are not the run's
-    again = '; run the cells again from step 2, a new run (in resume.ipynb: from step 3)'
+    again = ('; run the cells again from step 2, a new run (in resume.ipynb: from step 3)'
+             if common.in_notebook() else '; build a new model and its optimizer first')
     if getattr(model, 'trained', False):  # set by record_batch: a step was taken
-        common.fail('this model was trained by an earlier run of this cell: training it again '
-                    'would go on from those weights' + again)
+        common.fail('this model was trained already (by an earlier run of this cell or of '
+                    'train()): training it again would go on from those weights' + again)
     if {id(p) for p in getattr(optimizer, '_parameter_list', None) or ()} \
             - {id(p) for p in model.parameters()}:
         common.fail('the optimizer belongs to an earlier model (the model\'s cell ran again, '

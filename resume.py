@@ -115,7 +115,7 @@ def main(argv=None):
     # (七: rank 0 alone, which prints; every worker holds the same summed losses, but one exiting 1
     # first would make the launcher stop rank 0 before it printed the comparison)
     if reference is not None and common.rank_and_world()[0] == 0 \
-            and not restore.compare_losses(metrics, reference, meta.get('workers', 1)):
+            and not restore.compare_losses(metrics, reference, meta.get('trained_with')):
         common.fail('the resumed run differs from the uninterrupted run (above)')
     return metrics
 

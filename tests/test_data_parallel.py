@@ -9,6 +9,7 @@ on the first steps, at most 4.9e-6 over the run. A real error is far larger: wit
 of unequal shares the losses are 10-110% off from step 8 (measured); summed instead of averaged
 gradients or a wrong share are worse. rtol 1e-4 sits between the two.
 """
+import json
 import os
 import signal
 import subprocess
@@ -118,6 +119,14 @@ def test_a_two_worker_checkpoint_resumes_in_one_process(parallel, single, run_sc
     assert 'resumed losses DIFFER from the reference run' in proc.stdout
     assert 'note: the reference ran with 2 data-parallel worker(s), this run with 1' in proc.stdout
     np.testing.assert_allclose(resumed['batch_losses'], single['metrics']['batch_losses'][19:], rtol=RTOL)
+    # compared with the one-process run instead: the same worker count as this resume, but the
+    # checkpoint's weights were trained by two workers, so the runs had parted before it: no verdict
+    assert json.loads((parallel['dir'] / 'checkpoint' / 'mnist_epoch0.json').read_text())['trained_with'] == [2]
+    proc = run_script('resume.py', '--ckpt', parallel['dir'] / 'checkpoint' / 'mnist_epoch0', '--ckpt-dir',
+                      tmp_path / 'ckpt2', '--out', tmp_path / 'out2', '--compare',
+                      single['dir'] / 'runs' / 'cnn' / 'metrics.json', cwd=tmp_path)
+    assert proc.returncode == 0 and 'error:' not in proc.stderr, proc.stdout + proc.stderr
+    assert "note: the checkpoint's weights were trained (in part) by 2 data-parallel worker(s)" in proc.stdout
 
 
 def test_a_one_process_checkpoint_resumes_with_two_workers_and_compare_says_how_close(single, tmp_path):

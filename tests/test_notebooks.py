@@ -338,9 +338,9 @@ def check_mistakes(folder, nb):
     assert lines['flag'] == ('error: unrecognized arguments: --epoch 0 (did you mean --epochs?); see '
                              'build_parser().print_help()')
     assert lines['data'].startswith('error: ') and 'nowhere' in lines['data']
-    assert lines['again'] == ('error: this model was trained by an earlier run of this cell: training it again '
-                              'would go on from those weights; run the cells again from step 2, a new run (in '
-                              'resume.ipynb: from step 3)')
+    assert lines['again'] == ('error: this model was trained already (by an earlier run of this cell or of '
+                              'train()): training it again would go on from those weights; run the cells again '
+                              'from step 2, a new run (in resume.ipynb: from step 3)')
     assert lines['old_optimizer'].startswith("error: the optimizer belongs to an earlier model (the model's cell ran")
     prefix = os.path.join('work', 'checkpoint', 'mnist_interrupted')
     assert lines['ctrl_c'] == (f'stopped; saved {prefix}.pdparams/.pdopt. Continue with: '
