@@ -338,8 +338,11 @@ def test_ctrl_c_in_a_terminal_shows_the_resume_command_there(idx_dir, tmp_path):
     cmd = shlex.join(launch_cmd(tmp_path, 'mnist_cnn.py', '--data-dir', idx_dir, *LONG_ARGS))
     pid, terminal = pty.fork()
     if pid == 0:  # the learner's shell, in tmp_path: a Ctrl-C ends the launcher, not the shell
-        os.chdir(tmp_path)  # (trap with a command, not '': an ignored SIGINT would be inherited)
-        os.execve('/bin/sh', ['sh', '-c', f'trap : INT; {cmd}; sleep 60'], script_env(tmp_path))
+        try:  # (trap with a command, not '': an ignored SIGINT would be inherited)
+            os.chdir(tmp_path)
+            os.execve('/bin/sh', ['sh', '-c', f'trap : INT; {cmd}; sleep 60'], script_env(tmp_path))
+        finally:  # never back into pytest in this forked child
+            os._exit(127)
     log = tmp_path / 'log' / 'workerlog.0'
     shown, sent, deadline = b'', False, time.time() + 180
     try:
@@ -368,8 +371,8 @@ def test_ctrl_c_in_a_terminal_shows_the_resume_command_there(idx_dir, tmp_path):
 
 
 def kill_workers(log_dir):
-    """The launcher's workers that write into log_dir (PADDLE_LOG_DIR), if any still run."""
-    for pid in filter(str.isdigit, os.listdir('/proc')):
+    """The launcher's workers that write into log_dir (PADDLE_LOG_DIR), if any still run (Linux)."""
+    for pid in filter(str.isdigit, os.listdir('/proc') if os.path.isdir('/proc') else []):
         try:
             with open(f'/proc/{pid}/environ', 'rb') as f:
                 if f'PADDLE_LOG_DIR={log_dir}'.encode() in f.read().split(b'\0'):
