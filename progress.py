@@ -34,8 +34,8 @@ def tracker(cfg, model, optimizer, start=None, train_set=None):
         import parallel
         tracker_class = parallel.Tracker
     if cfg.get('visualdl') and common.rank_and_world()[0] == 0:
-        logging = common.optional('visualdl_log', '--visualdl').Logging
-        tracker_class = type('VisualDLTracker', (logging, tracker_class), {})
+        mixin = common.optional('visualdl_log', '--visualdl').Logging
+        tracker_class = type('VisualDLTracker', (mixin, tracker_class), {})
     return tracker_class(cfg, model, optimizer, start, train_set)
 
 
@@ -188,8 +188,7 @@ def refuse_used(model, optimizer):  # either would write checkpoints that are no
 
 # ---- Ctrl-C: the handler Tracker.__enter__ installs; the Tracker's loop calls then stop ---------
 
-def on_signal(run, signum):  # run: the Tracker; Ctrl-C (or the launcher's SIGTERM): stop after
-    # this step
+def on_signal(run, signum):  # run: the Tracker. Ctrl-C or SIGTERM: stop after this step
     if run.stop_requested and signum == signal.SIGINT:  # a second Ctrl-C aborts at once (the
         raise KeyboardInterrupt(aborted(run))  # launcher's SIGTERMs not): errors.py prints it
     if not run.stop_requested:
