@@ -70,8 +70,10 @@ def read_meta(prefix):
         if os.path.isfile(prefix + '.pdparams'):
             fail(f'{meta_path} is missing: {prefix}.pdparams was not written by these scripts, '
                  f'or its writing was interrupted; resume from another checkpoint')
+        how = ("set argv's '--ckpt' to" if common.in_notebook() else 'pass --ckpt' + (
+            ' (with make: CKPT=)' * ('MAKELEVEL' in os.environ)) + ' with')  # where it started
         fail(f'no checkpoint at {prefix} (looked for {prefix}.pdparams and {meta_path}); train '
-             f'first, or pass --ckpt with a checkpoint that exists, a checkpoint folder, or latest')
+             f'first, or {how} a checkpoint that exists, a checkpoint folder, or latest')
     try:
         with open(meta_path) as f:
             meta = json.load(f)

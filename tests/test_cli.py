@@ -164,6 +164,10 @@ def test_resume_errors(cnn_run, run_script, tmp_path):
     proc = run_script('resume.py', '--ckpt', 'checkpoint/mnist_epoch7', cwd=tmp_path)
     assert proc.returncode == 1 and 'no checkpoint at checkpoint/mnist_epoch7' in proc.stderr
     assert '--ckpt checkpoint/mnist_epoch' not in proc.stderr  # not the user's own words as advice
+    assert 'or pass --ckpt with a checkpoint that exists, a checkpoint folder, or latest' in proc.stderr
+    proc = python_run([ROOT / 'resume.py', '--ckpt', 'checkpoint/mnist_epoch7'], tmp_path,
+                      dict(script_env(tmp_path / 'home'), MAKELEVEL='1'))  # as `make resume CKPT=...`
+    assert proc.returncode == 1 and 'or pass --ckpt (with make: CKPT=) with a checkpoint that exists' in proc.stderr
     proc = run_script('resume.py', '--ckpt', 'latest', cwd=tmp_path)  # nothing trained here yet
     assert proc.returncode == 1 and proc.stderr == ('error: there is no checkpoint folder yet, so no checkpoint in it; '
                                                     'train first (make cnn, or the mnist_cnn notebook)\n')
