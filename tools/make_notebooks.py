@@ -8,7 +8,8 @@ stay the one source (as keras-io's literate examples).
 Each notebook, top to bottom:
   1. the script's docstring, where the data goes, and how to run it;
   2. the project modules the script imports at its top (found with `ast`, followed transitively; an
-     import inside a function is an optional feature, such as --predict, and is not carried), each
+     import inside a function is an optional feature, such as --predict, and is not carried;
+     downloads, imported where no data was found, is: script_reading.NEEDED_INSIDE_FUNCTIONS), each
      written by a `%%writefile NAME.py` cell whose source JupyterLab shows collapsed;
   3. the lesson, cell by cell: the script's imports, then for each section `# ---- N. title ----` a
      Markdown cell (its title, its course stage, and the explanation from notebooks/text/SCRIPT.md),
@@ -58,13 +59,10 @@ HOUSING_DATA = ('**Data / 数据**: put `housing.data` (UCI Boston housing) in `
                 'without it the first run downloads it into PaddlePaddle\'s cache. 把 `housing.data` 放在 '
                 'notebook 旁边的 `./work/` 目录;没有时第一次运行会下载到 PaddlePaddle 的缓存目录。')
 # notebook -> (its script, modules it uses besides the script's own imports, the flags of its first cell)
-# (downloads: common.py imports it only where no data was found)
 NOTEBOOKS = {'housing': ('housing', ('housing_paddle',), '[]'),
-             'mnist_linear': ('mnist_linear', ('downloads',), '[]'),
-             'mnist_mlp': ('mnist_mlp', ('downloads',), '[]'),
-             'mnist_numpy': ('mnist_numpy', ('downloads',), '[]'),
-             'mnist_cnn': ('mnist_cnn', ('downloads',), '[]'),
-             'resume': ('resume', ('mnist_cnn', 'tutorial_resume', 'downloads'),
+             'mnist_linear': ('mnist_linear', (), '[]'), 'mnist_mlp': ('mnist_mlp', (), '[]'),
+             'mnist_numpy': ('mnist_numpy', (), '[]'), 'mnist_cnn': ('mnist_cnn', (), '[]'),
+             'resume': ('resume', ('mnist_cnn', 'tutorial_resume'),
                         "['--ckpt', common.kept('checkpoint/mnist_epoch0'),\n"
                         "        '--compare', common.kept('runs/cnn/metrics.json')]")}
 

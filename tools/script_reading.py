@@ -39,10 +39,18 @@ def is_project_module(name):
     return os.path.isfile(os.path.join(ROOT, name + '.py'))
 
 
+# Imported inside a function, yet needed by every notebook whose modules import them so: common.py
+# imports downloads only where no data was found (a notebook without data downloads it then).
+NEEDED_INSIDE_FUNCTIONS = {'downloads'}
+
+
 def project_imports(module):
-    """The project modules (NAME.py in the repository root) that module imports at its top level."""
-    found = set()
-    for node in parse(module).body:
+    """The project modules (NAME.py in the repository root) that module imports at its top level,
+    and those of NEEDED_INSIDE_FUNCTIONS it imports anywhere."""
+    tree = parse(module)
+    found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names if alias.name in NEEDED_INSIDE_FUNCTIONS}
+    for node in tree.body:
         if isinstance(node, ast.Import):
             found.update(alias.name.split('.')[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
