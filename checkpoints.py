@@ -71,7 +71,7 @@ def read_meta(prefix):
             fail(f'{meta_path} is missing: {prefix}.pdparams was not written by these scripts, '
                  f'or its writing was interrupted; resume from another checkpoint')
         how = ("set argv's '--ckpt' to" if common.in_notebook() else 'pass --ckpt' + (
-            ' (with make: CKPT=)' * ('MAKELEVEL' in os.environ)) + ' with')  # where it started
+            ' (with make: CKPT=)' * common.started_by_make()) + ' with')  # where it started
         fail(f'no checkpoint at {prefix} (looked for {prefix}.pdparams and {meta_path}); train '
              f'first, or {how} a checkpoint that exists, a checkpoint folder, or latest')
     try:

@@ -14,7 +14,7 @@ import numpy as np
 from errors import Stopped, UserError, fail, optional, run_main  # noqa: F401 (used as common.*)
 from flags import (HelpFormatter, add_run_args, kept, non_negative_float,  # noqa: F401 (the same)
                    non_negative_int, parse_args, pass_flag, positive_float, positive_int,
-                   resume_command, shell_word)
+                   resume_command, shell_word, started_by_make)
 from startup import in_kernel as in_notebook  # noqa: F401 (used as common.in_notebook)
 
 

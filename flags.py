@@ -144,7 +144,11 @@ def pass_flag(*words, make_variable=None):  # flags (and values) where the run s
     if in_notebook():
         return f'add {", ".join(map(repr, words))} to argv'
     under_make = f'{make_variable}={words[-1]}' if make_variable else f'ARGS="{" ".join(words)}"'
-    return f'pass {" ".join(words)}' + (f' (with make: {under_make})' * ('MAKELEVEL' in os.environ))
+    return f'pass {" ".join(words)}' + (f' (with make: {under_make})' * started_by_make())
+
+
+def started_by_make():  # make sets MAKELEVEL for the commands it runs: advice names its variables
+    return 'MAKELEVEL' in os.environ
 
 
 def shell_word(text, windows=os.name == 'nt'):  # a path in a printed command, quoted if need be

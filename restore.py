@@ -51,7 +51,7 @@ def no_checkpoint_at(prefix):
     if newest:
         word = common.shell_word(newest[0])
         # started by make: its variable too (make splits a quoted path: none then)
-        make = f' (with make: CKPT={word})' * (word == newest[0] and 'MAKELEVEL' in os.environ)
+        make = f' (with make: CKPT={word})' * (word == newest[0] and common.started_by_make())
         how = (f"argv = ['--ckpt', {newest[0]!r}]" if common.in_notebook()
                else f'--ckpt {word}{make}')
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
