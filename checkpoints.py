@@ -5,6 +5,7 @@ removed first when other bytes replace the files): a json that verifies means a 
 whose files belong together. (restore.py reads them.)
 """
 import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -16,8 +17,7 @@ import paddle
 
 import common
 from errors import UserError, fail
-from safe_files import (check_writable, file_hash, remove, remove_temporaries, write_bytes,
-                        write_error, write_json)
+from safe_files import file_hash, remove, write_bytes, write_error, write_json
 
 FORMAT = 2  # the json's layout; 1 was written before the scripts showed their own loop
 
@@ -104,83 +104,61 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
     return sorted(found, key=lambda item: item[0])
 
 
-def check_folders(cfg, new_run=True):
-    """Before the run writes anything but the lock (samples.png comes before training): VisualDL
-    there if asked for, the folders writable, the checkpoint folder not in use and without an
-    unfinished run that would refuse this one, so a refused run leaves --out as it was. Training
-    then holds the folder (hold_folder: a run that starts in between is refused then)."""
-    folders = [cfg['out'], cfg['ckpt_dir']]
-    if cfg.get('visualdl'):  # --visualdl: its package first (nothing made yet), then its folder
+def check_folders(cfg):
+    """Before the run writes anything (samples.png comes before training): VisualDL's package if
+    asked for, and the checkpoint folder not in use by another run. Training then holds it."""
+    if cfg.get('visualdl'):
         common.optional('visualdl_log', '--visualdl').log_writer()
-        folders.append(cfg['visualdl'])
-    check_writable(*folders)
-    with hold_folder(cfg, new_run, move=False):
+    with lock(cfg['ckpt_dir']):
         pass
 
 
 @contextlib.contextmanager
-def hold_folder(cfg, new_run, move=True):
-    """While a run trains, it alone holds cfg['ckpt_dir'] (rank 0 for all workers). Another run's
-    checkpoints move to ckpt_dir/previous/<run id>/, but a new run does not replace an unfinished
-    one (resume it, or --overwrite moves it too)."""
-    folder = cfg['ckpt_dir']
+def hold_folder(cfg):
+    """While a run trains, it alone holds cfg['ckpt_dir'] (rank 0 for all workers), and another
+    run's checkpoints there move first, whole, to ckpt_dir/previous/<run id>/."""
     if common.rank_and_world()[0] != 0:
         yield
         return
-    with lock(folder):
-        remove_temporaries(folder)
-        remove_temporaries(cfg['out'])
-        runs = {}  # run id -> its checkpoints, oldest first
-        for _, prefix, meta in list_checkpoints(folder):
+    with lock(cfg['ckpt_dir']):
+        for path in glob.glob(os.path.join(glob.escape(cfg['ckpt_dir']), '.*.tmp')):
+            os.remove(path)  # half a file: its run was killed mid-save (the folder is ours now)
+        runs = {}  # another run's NAME_* checkpoints, oldest first, by run id
+        for _, prefix, meta in list_checkpoints(cfg['ckpt_dir']):
             if os.path.basename(prefix).startswith(cfg['name'] + '_') \
                     and meta.get('run_id') != cfg['run_id']:
-                runs.setdefault(meta.get('run_id'), []).append(prefix)
-        if runs:  # another run's checkpoints: a new run refuses an unfinished one (unless
-            # --overwrite); then they move aside (a resumed run moves them only)
-            if new_run and not cfg.get('overwrite'):
-                refuse_unfinished(runs)
-            if move:  # (check_folders: the refusal alone)
-                move_aside(runs, folder)
+                runs.setdefault(meta.get('run_id'), []).append((prefix, meta))
+        for run_id, found in runs.items():
+            move_aside(found, cfg['ckpt_dir'], run_id)
         yield
 
 
-def refuse_unfinished(runs):  # a new run does not replace one that can still be resumed
-    for prefixes in runs.values():
-        prefix = prefixes[-1]
-        meta = read_meta(prefix)
-        stopped = os.path.basename(prefix).endswith('_interrupted')
-        if stopped or meta['next_epoch'] < meta['config']['epochs']:
-            # the command last, where a copy of it takes nothing else (workers: in backticks)
-            fail(f'{prefix} is the newest checkpoint of an unfinished run; '
-                 f'{common.pass_flag("--overwrite")} to move it aside and start anew, or continue '
-                 f'it with: '
-                 f'{common.resume_command(prefix, meta)}')
-
-
-def move_aside(runs, folder):
+def move_aside(found, folder, run_id):  # found: [(prefix, meta)] of one earlier run, oldest first
+    target = os.path.join(folder, 'previous', str(run_id))
     # each checkpoint linked into target, json last, then removed here, json first: a kill midway
     # leaves it whole in one folder or the other
-    for run_id, prefixes in runs.items():
-        target = os.path.join(folder, 'previous', str(run_id))
-        try:
-            os.makedirs(target, exist_ok=True)
-            for prefix in prefixes:
-                moved = os.path.join(target, os.path.basename(prefix))
-                exts = [e for e in ('pdparams', 'pdopt', 'json') if os.path.isfile(f'{prefix}.{e}')]
-                for ext in exts:
-                    if os.path.exists(f'{moved}.{ext}'):
-                        os.remove(f'{moved}.{ext}')
-                    try:
-                        os.link(f'{prefix}.{ext}', f'{moved}.{ext}')  # the same bytes, no copy
-                    except OSError:
-                        shutil.copy2(f'{prefix}.{ext}', f'{moved}.{ext}')  # no hard links there
-                for ext in reversed(exts):
-                    os.remove(f'{prefix}.{ext}')
-        except OSError as e:
-            fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; '
-                 f'move or delete them yourself, or pass another --ckpt-dir')
-        print(f'note: {folder} held {len(prefixes)} checkpoint(s) of an earlier run; moved to '
-              f'{target}')
+    try:
+        os.makedirs(target, exist_ok=True)
+        for prefix, _ in found:
+            moved = os.path.join(target, os.path.basename(prefix))
+            exts = [e for e in ('pdparams', 'pdopt', 'json') if os.path.isfile(f'{prefix}.{e}')]
+            for ext in exts:
+                if os.path.exists(f'{moved}.{ext}'):
+                    os.remove(f'{moved}.{ext}')
+                try:
+                    os.link(f'{prefix}.{ext}', f'{moved}.{ext}')  # the same bytes, no copy
+                except OSError:
+                    shutil.copy2(f'{prefix}.{ext}', f'{moved}.{ext}')  # no hard links there
+            for ext in reversed(exts):
+                os.remove(f'{prefix}.{ext}')
+    except OSError as e:
+        fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; '
+             f'move or delete them yourself, or pass another --ckpt-dir')
+    meta = found[-1][1]  # its newest: stopped (Ctrl-C, a kill) before its last epoch?
+    unfinished = moved.endswith('_interrupted') or meta['next_epoch'] < meta['config']['epochs']
+    print(f'note: {folder} held {len(found)} checkpoint(s) of an earlier run; moved to {target}'
+          + f'; it is unfinished: continue it with {common.resume_command(moved, meta)}'
+          * unfinished)
 
 
 @contextlib.contextmanager
@@ -192,7 +170,7 @@ def lock(folder):
         os.makedirs(folder, exist_ok=True)
         handle = open(path, 'a+')
     except OSError as e:
-        write_error(path, e)
+        write_error(folder, e)  # (the folder: its .lock is ours, not the user's)
     with handle:  # closing the file releases the lock
         try:
             if os.name == 'nt':
@@ -202,16 +180,7 @@ def lock(folder):
                 import fcntl
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            in_use(folder, path)
-        with contextlib.suppress(OSError), open(path + '-holder', 'w') as f:  # for in_use only
-            f.write(f'pid {os.getpid()}')
+            fail(f'{folder} is in use by another training run; wait for it to finish, or give '
+                 f'this run folders of its own: another --ckpt-dir and, for its results, '
+                 f'another --out')
         yield
-
-
-def in_use(folder, path):
-    holder = ''
-    with contextlib.suppress(OSError), open(path + '-holder') as f:
-        holder = f.read(100)
-    fail(f'{folder} is in use by another training run ({holder or "another process"}); '
-         f'wait for it to finish, or give this run folders of its own: another --ckpt-dir and, '
-         f'for its results, another --out')

@@ -48,7 +48,6 @@ def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
     add('--out', default=kept(out), help='run folder: metrics.json, plots, the final model')
     add('--ckpt-dir', default=ckpt_dir and kept(ckpt_dir), help='the per-epoch checkpoints')
     if new_run:  # resume.py takes these from the checkpoint
-        add('--overwrite', action='store_true', help='also move aside an unfinished earlier run')
         add('--train-limit', type=positive_int, help='train on the first N training images only')
         add('--predict', metavar='IMAGE', help='classify one PNG/JPG digit with the model trained '
                                                'into --out (or --model), then stop')
@@ -115,28 +114,10 @@ def parse_in_notebook(parser, argv):
 def resume_command(prefix, layout=None):  # layout: common.worker_layout(); the same resumes exactly
     if in_notebook():
         return f"argv = ['--ckpt', {prefix!r}] in resume.ipynb"
-    layout = layout or {}
-    workers, nodes = layout.get('workers', 1), layout.get('nodes', 1)
-    if workers == 1:  # (any Python: one without paddle re-runs it with .venv's)
-        return f'python resume.py --ckpt {shell_word(prefix)}'
-    launch = (f'{launch_python()} -m paddle.distributed.launch '
-              f'--nproc_per_node {workers // nodes} resume.py')
-    where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
-    if nodes == 1 and shell_word(prefix) == prefix:  # make's: .venv's Python (a plain one may
-        # lack paddle, and -m cannot re-run itself with .venv's); each in backticks: two commands
-        make = f'make resume NPROC={workers} CKPT={prefix}'
-        return f'`{launch} --ckpt {prefix}` (with make: `{make}`)'
-    return f'{launch} --ckpt {shell_word(prefix)}{where}'
-
-
-def launch_python():  # `-m` cannot re-run into .venv as a script does: .venv's Python by its path
-    try:  # (one outside this folder, or on another drive: python, as typed)
-        here = os.path.relpath(sys.executable)
-    except ValueError:
-        return 'python'
-    if here.split(os.sep)[0] == os.pardir:
-        return 'python'
-    return shell_word(here if os.sep in here else os.path.join(os.curdir, here))
+    if (layout or {}).get('workers', 1) > 1:  # 七: the launcher's command, in parallel.py
+        import parallel
+        return parallel.resume_command(prefix, layout)
+    return f'python resume.py --ckpt {shell_word(prefix)}'  # (a Python without paddle re-runs it)
 
 
 def pass_flag(*words, make_variable=None):  # flags (and values) where the run started: a

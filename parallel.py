@@ -31,6 +31,28 @@ def to_terminal(line):
                 terminal.write(f'\n{line}\n')
 
 
+def resume_command(prefix, layout):  # the launch that saved the checkpoint resumes it exactly
+    workers, nodes = layout['workers'], layout.get('nodes', 1)
+    launch = (f'{launch_python()} -m paddle.distributed.launch '
+              f'--nproc_per_node {workers // nodes} resume.py')
+    where = f' on each of the {nodes} machines, with their --nnodes and --master' * (nodes > 1)
+    if nodes == 1 and common.shell_word(prefix) == prefix:  # make's: .venv's Python (a plain
+        # one may lack paddle, and -m cannot re-run itself with .venv's); in backticks: two commands
+        make = f'make resume NPROC={workers} CKPT={prefix}'
+        return f'`{launch} --ckpt {prefix}` (with make: `{make}`)'
+    return f'{launch} --ckpt {common.shell_word(prefix)}{where}'
+
+
+def launch_python():  # `-m` cannot re-run into .venv as a script does: .venv's Python by its path
+    try:  # (one outside this folder, or on another drive: python, as typed)
+        here = os.path.relpath(sys.executable)
+    except ValueError:
+        return 'python'
+    if here.split(os.sep)[0] == os.pardir:
+        return 'python'
+    return common.shell_word(here if os.sep in here else os.path.join(os.curdir, here))
+
+
 class WorkerBatchSampler(common.EpochBatchSampler):
     """Worker `rank` of `world_size` takes its near-equal part of every global batch."""
     def __init__(self, n, batch_size, seed, rank, world_size):

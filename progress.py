@@ -62,7 +62,7 @@ class Tracker:
 
     def __enter__(self):  # what can fail first, then what must be undone (the lock, the handlers)
         refuse_used(self.model, self.optimizer)  # (a notebook's cells run again out of order)
-        self.folder = checkpoints.hold_folder(self.cfg, self.new_run)
+        self.folder = checkpoints.hold_folder(self.cfg)
         self.folder.__enter__()
         for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C: on_signal, below the class
             with contextlib.suppress(ValueError):  # not the main thread: the default behaviour

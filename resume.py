@@ -89,7 +89,7 @@ def main(argv=None):
     if common.fingerprint(*splits['train']) != cfg['train_fingerprint']:
         common.fail(f'the training data at {source["path"]} differs from the data {prefix} was '
                     f'trained on ({cfg["data"]["path"]}); pass --data-dir with the original data')
-    check_folders(cfg, new_run=False)  # a bad path, a folder in use: refused now, not later
+    check_folders(cfg)  # a bad path, a folder in use: refused now, not later
     loaders = script.make_loaders(splits, cfg)
     # 3. the model and the optimizer as the checkpoint left them (with the LR schedule's position)
     model = script.build_model(cfg)

@@ -3,7 +3,6 @@ disk, renamed over the target, so a kill or a full disk leaves the old file or t
 half), and one sentence when the disk says no.
 """
 import errno
-import glob
 import hashlib
 import json
 import os
@@ -34,7 +33,8 @@ def remove(path):  # os.remove, a refusal as one sentence
 
 def atomic_write(path, write):  # write(tmp), then tmp flushed to disk and renamed over path
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp{os.getpid()}')
+    # the same temporary name each time: one a kill left behind is overwritten by the next write
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp')
     try:
         os.makedirs(folder, exist_ok=True)
         write(tmp)
@@ -46,20 +46,6 @@ def atomic_write(path, write):  # write(tmp), then tmp flushed to disk and renam
     finally:
         if os.path.lexists(tmp):
             os.remove(tmp)
-
-
-def remove_temporaries(folder):
-    """The .NAME.tmpPID files of runs killed mid-write; a process that still runs keeps its own.
-    (POSIX only: on Windows, asking whether a process runs, os.kill, would end it.)"""
-    if os.name != 'posix':
-        return
-    for path in glob.glob(os.path.join(glob.escape(folder), '.*.tmp[0-9]*')):
-        try:
-            os.kill(int(path.rsplit('.tmp', 1)[1]), 0)  # signal 0 only asks whether it runs
-        except ProcessLookupError:
-            os.remove(path)
-        except (OSError, ValueError):  # another user's process, or not a number: leave it
-            pass
 
 
 def write_bytes(path, data):  # atomic_write of bytes in memory

@@ -77,7 +77,7 @@ def main(argv=None):
         sampler.generator = np.random.RandomState(1)  # the process's generator, seeded once
         train_set = mnist_cnn.TrainSet(*splits['train'], cfg.get('shift', 0), cfg['seed'])
         train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler)
-    check_folders(cfg, new_run=False)
+    check_folders(cfg)
     model = mnist_cnn.build_model(cfg)
     optimizer, scheduler = mnist_cnn.build_optimizer(cfg, model.parameters())  # a new schedule
     restore.load_model(model, prefix + '.pdparams')

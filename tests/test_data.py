@@ -256,17 +256,17 @@ def test_the_resume_command_names_the_launcher_for_workers(monkeypatch, tmp_path
 def test_the_launcher_command_names_the_projects_python(monkeypatch, tmp_path):
     """`python -m paddle.distributed.launch` cannot re-run into .venv as `python resume.py` does: run
     from the project's folder with .venv's Python (make cnn NPROC=2), the command names that Python."""
-    import flags
+    import parallel
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, 'executable', str(tmp_path / '.venv' / 'bin' / 'python'))
     assert common.resume_command('c/m', {'workers': 2}).startswith(
         f'`{os.path.join(".venv", "bin", "python")} -m paddle.distributed.launch --nproc_per_node 2 ')
     monkeypatch.setattr(sys, 'executable', str(tmp_path / '..venv' / 'bin' / 'python'))  # a name, not '..'
-    assert flags.launch_python() == os.path.join('..venv', 'bin', 'python')
+    assert parallel.launch_python() == os.path.join('..venv', 'bin', 'python')
     monkeypatch.setattr(sys, 'executable', str(tmp_path / 'python'))  # here: not a name PATH would find
-    assert flags.launch_python() == os.path.join('.', 'python')
+    assert parallel.launch_python() == os.path.join('.', 'python')
     monkeypatch.setattr(sys, 'executable', str(tmp_path.parent / 'elsewhere' / 'python'))
-    assert flags.launch_python() == 'python'
+    assert parallel.launch_python() == 'python'
 
 
 def test_a_printed_resume_command_gives_back_the_path_it_names(monkeypatch):

@@ -19,7 +19,6 @@ import paddle
 import pytest
 from conftest import ROOT, python_run, python_start, read_metrics, record_new_weights, script_env
 from pathlib import Path
-from test_reliability import one_error
 
 # 4 epochs of 25 small batches: long enough to be killed at many different moments
 FAULT_ARGS = ['--epochs', '4', '--batch-size', '20', '--seed', '3', '--log-every', '1']
@@ -168,41 +167,28 @@ def test_a_new_run_moves_the_earlier_runs_checkpoints_aside(reference, run_scrip
     assert scheduler['last_lr'] == pytest.approx(now['config']['lr'] / 10, rel=1e-12)  # Python floats
 
 
-def test_an_unfinished_run_is_never_moved_aside_silently(reference, run_script, idx_dir, tmp_path):
-    """A run stopped by Ctrl-C (NAME_interrupted) or between epochs (a kill, or Ctrl-C during an
-    epoch's last batch: its newest checkpoint is mnist_epoch1 of 4) is resumed, not replaced: a new
-    run into its folder stops with one sentence and moves nothing; --overwrite moves it aside."""
+def test_an_unfinished_run_moves_aside_with_the_command_that_continues_it(reference, run_script, idx_dir,
+                                                                          tmp_path):
+    """A new run into the folder of a run stopped before its last epoch (a kill, or Ctrl-C during an
+    epoch's last batch: its newest checkpoint is mnist_epoch1 of 4) moves that run whole to
+    checkpoint/previous/<run id>/ and says how to continue it; that command continues it with the
+    uninterrupted run's losses, bit for bit."""
     work = tmp_path / 'w'
     shutil.copytree(reference, work)
     for ext in ('json', 'pdparams', 'pdopt'):  # the run stopped after epoch 1 of 4
         for epoch in (2, 3):
             os.remove(work / 'checkpoint' / f'mnist_epoch{epoch}.{ext}')
     run_id = json.loads((work / 'checkpoint' / 'mnist_epoch1.json').read_text())['run_id']
-    listing = sorted(os.listdir(work / 'checkpoint'))
-    results = {p.name: p.read_bytes() for p in (work / 'runs' / 'cnn').iterdir()}
-    # started by make (`make cnn` sets MAKELEVEL): the flag's make form too
-    proc = python_run([ROOT / 'mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9'], work,
-                      dict(script_env(tmp_path / 'home'), MAKELEVEL='1'))
-    one_error(proc, 'mnist_epoch1 is the newest checkpoint of an unfinished run',
-              'pass --overwrite (with make: ARGS="--overwrite") to move it aside', 'python resume.py --ckpt')
-    assert sorted(os.listdir(work / 'checkpoint')) == listing  # nothing moved, nothing written
-    assert {p.name: p.read_bytes() for p in (work / 'runs' / 'cnn').iterdir()} == results  # samples.png too
-    for ext in ('json', 'pdparams', 'pdopt'):  # now stopped by Ctrl-C mid-epoch 2
-        shutil.copy(work / 'checkpoint' / f'mnist_epoch1.{ext}', work / 'checkpoint' / f'mnist_interrupted.{ext}')
-    meta = json.loads((work / 'checkpoint' / 'mnist_interrupted.json').read_text())
-    meta['global_step'] += 1
-    meta['workers'] = 2  # as if two data-parallel workers had saved it: resumed through the launcher
-    (work / 'checkpoint' / 'mnist_interrupted.json').write_text(json.dumps(meta))
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', cwd=work)
-    one_error(proc, 'mnist_interrupted is the newest checkpoint of an unfinished run',
-              'continue it with: `python -m paddle.distributed.launch --nproc_per_node 2 resume.py --ckpt ')
-    assert proc.stderr.rstrip().endswith('resume.py --ckpt checkpoint/mnist_interrupted` (with make: `make resume '
-                                         'NPROC=2 CKPT=checkpoint/mnist_interrupted`)')  # each command delimited
     proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
-                      '--train-limit', '40', '--overwrite', cwd=work)
+                      '--train-limit', '40', cwd=work)
     assert proc.returncode == 0, proc.stderr
-    moved = work / 'checkpoint' / 'previous' / run_id
-    assert (moved / 'mnist_interrupted.json').exists() and restore.find(str(moved))[0].endswith('interrupted')
+    moved = os.path.join('checkpoint', 'previous', run_id, 'mnist_epoch1')
+    assert f'; it is unfinished: continue it with python resume.py --ckpt {moved}\n' in proc.stdout
+    assert sorted(os.listdir(work / 'checkpoint' / 'previous' / run_id)) == [
+        f'mnist_epoch{e}.{ext}' for e in (0, 1) for ext in ('json', 'pdopt', 'pdparams')]
+    proc = run_script('resume.py', '--ckpt', moved, '--compare', str(reference / 'runs' / 'cnn' / 'metrics.json'),
+                      cwd=work)
+    assert proc.returncode == 0 and 'resumed losses are bit-identical' in proc.stdout, proc.stdout + proc.stderr
 
 
 def damaged_copy(reference, tmp_path):

@@ -112,7 +112,7 @@ def test_a_trained_model_or_a_stale_optimizer_is_refused_outside_a_notebook_too(
     import paddle
     import progress
     from errors import UserError
-    cfg = {'steps_per_epoch': 1, 'name': 'mnist', 'run_id': 'abc', 'overwrite': False,
+    cfg = {'steps_per_epoch': 1, 'name': 'mnist', 'run_id': 'abc',
            'ckpt_dir': str(tmp_path / 'ck'), 'out': str(tmp_path / 'out')}
     model = paddle.nn.Linear(2, 2)
     model.trained = True  # as record_batch leaves it

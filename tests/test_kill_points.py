@@ -5,7 +5,7 @@ mnist_epoch1; a second run's final model.pdparams, model.json and metrics.json i
 
 The scripts are not changed: each run goes through WRAPPER (python -c), which wraps builtins.open
 and os.replace so that the first call for one target file (the file itself, or its temporary
-.NAME.tmpPID) sends the process SIGKILL: no cleanup code runs. Points:
+.NAME.tmp) sends the process SIGKILL: no cleanup code runs. Points:
   open:NAME     right after NAME's bytes begin (its temporary is created, still empty): before NAME,
                 and after the file saved before it
   replace:NAME  right after the rename that puts NAME in place: after NAME
@@ -18,8 +18,9 @@ go on. After every kill each checkpoint in the folder is whole (checkpoints.read
 or is the one being saved, half-written: list_checkpoints skips it and resume.py refuses it with one
 `error:` sentence; a good version written again is byte for byte still there. The chain ends with an
 uninterrupted run that resumes the newest whole checkpoint with `==` losses (resume.py --compare
-against an uninterrupted run) and a new run that removes the dead runs' temporary files
-(safe_files.remove_temporaries). Every checkpoint the legs wrote has the uninterrupted run's bytes,
+against an uninterrupted run) and a new run that leaves none of the dead runs' temporary files
+(the run holding a checkpoint folder removes them; in --out the next write of a file reuses its
+temporary name). Every checkpoint the legs wrote has the uninterrupted run's bytes,
 so every resume along the way was exact too.
 """
 import json
@@ -27,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 
 import startup
@@ -37,7 +37,6 @@ import checkpoints
 import pytest
 from conftest import ROOT, python_run, read_metrics, record_new_weights, script_env
 from errors import UserError
-from safe_files import remove_temporaries
 from test_reliability import one_error
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'), reason='SIGKILL and /proc: Linux')
@@ -52,9 +51,9 @@ script = sys.argv[1]
 sys.argv = sys.argv[1:]
 sys.path[0] = os.path.dirname(os.path.abspath(script))  # as `python script.py` has it
 
-def written(path):  # the file a path stands for: NAME itself, or its temporary .NAME.tmpPID
+def written(path):  # the file a path stands for: NAME itself, or its temporary .NAME.tmp
     base = os.path.basename(os.fsdecode(path))
-    match = re.fullmatch(r'\.(.+)\.tmp\d+', base)
+    match = re.fullmatch(r'\.(.+)\.tmp', base)
     return match.group(1) if match else base
 
 def kill(what):
@@ -109,7 +108,7 @@ def killed_at(proc, point):
 
 
 def temporaries(folder):
-    return sorted(n for n in os.listdir(folder) if re.fullmatch(r'\..+\.tmp\d+', n)) if os.path.isdir(folder) else []
+    return sorted(n for n in os.listdir(folder) if re.fullmatch(r'\..+\.tmp', n)) if os.path.isdir(folder) else []
 
 
 def checkpoints_in(folder):
@@ -311,18 +310,6 @@ def test_a_kill_between_the_model_and_its_json_of_another_runs_model_leaves_it_w
         checkpoints.read_meta(str(work / 'runs' / 'cnn' / 'model'))  # whole: fine
     except UserError as e:
         assert 'model.json is missing' in str(e), str(e)  # absent, and said so: fine
-
-
-def test_remove_temporaries_keeps_those_of_running_processes(tmp_path):
-    """Only a dead process's temporary goes: a run writing into the same --out keeps its own."""
-    gone = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
-    dead, alive = int(gone.stdout), os.getpid()
-    names = [f'.metrics.json.tmp{dead}', f'.model.pdparams.tmp{alive}', 'metrics.json', '.lock', '.notes.tmp']
-    for name in names:
-        (tmp_path / name).write_text('x')
-    remove_temporaries(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == sorted(names[1:])
-    remove_temporaries(str(tmp_path / 'not there'))  # no folder yet: nothing to do
 
 
 def test_each_file_of_a_save_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):

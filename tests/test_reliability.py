@@ -139,7 +139,7 @@ def test_read_only_folder_fails_before_training(small_fs, idx_dir, tmp_path, fla
     fs = small_fs(64, read_only=True)
     start = time.perf_counter()
     proc = fs.run('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, flag, fs.point / 'x', cwd=tmp_path)
-    one_error(proc, f'cannot write {fs.point}/x: Read-only file system', 'pass a folder you can write to')
+    one_error(proc, f'cannot write {fs.point}/x', ': Read-only file system;', 'pass a folder you can write to')
     assert 'epoch: 0' not in proc.stdout  # refused before any training
     assert time.perf_counter() - start < 60
 
@@ -165,7 +165,7 @@ def test_a_folder_without_write_permission_fails_before_training(idx_dir, tmp_pa
         command = ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups',
                    '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search', *command]
     proc = subprocess.run(command, cwd=home, env=script_env(home), capture_output=True, text=True, timeout=300)
-    one_error(proc, f'cannot write {folder}: Permission denied', 'you may not write there; pass a folder of your own')
+    one_error(proc, f'cannot write {folder}', ': Permission denied; you may not write there; pass a folder of your own')
     assert 'epoch: 0' not in proc.stdout  # refused before any training
     assert os.listdir(folder) == []
 
@@ -180,7 +180,7 @@ def test_a_path_through_a_file_fails_before_training(run_script, idx_dir, tmp_pa
         data = tmp_path / 'housing.data'
         data.write_text(' '.join(['1'] * 14 * 20))
     proc = run_script(script, '--data-dir', data, flag, 'notes.txt/run', cwd=tmp_path)
-    one_error(proc, 'cannot write notes.txt/run: Not a directory', 'part of that path is a file')
+    one_error(proc, 'cannot write notes.txt/run', ': Not a directory; part of that path is a file')
     assert 'epoch: 0,' not in proc.stdout and 'epoch    0' not in proc.stdout
 
 
@@ -218,7 +218,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(run_s
             if script == 'resume.py':  # latest: a checkpoint must be there (else "no complete checkpoint")
                 wait_for_file(tmp_path / 'checkpoint' / 'mnist_epoch0.json', first)
             proc = run_script(script, *args, cwd=tmp_path)
-            one_error(proc, 'checkpoint is in use by another training run (pid', 'another --ckpt-dir and, for its results, another --out')
+            one_error(proc, 'checkpoint is in use by another training run;', 'another --ckpt-dir and, for its results, another --out')
             assert (samples.read_bytes(), samples.stat().st_mtime_ns) == drawn  # refused before drawing
         assert first.poll() is None  # the first run goes on, untouched
     finally:
@@ -232,7 +232,7 @@ def test_a_killed_runs_lock_does_not_block_the_next(run_script, idx_dir, tmp_pat
     wait_for_progress(first)
     first.kill()
     first.communicate()
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *LONG[:2], '--epochs', '1', '--overwrite', cwd=tmp_path)
+    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *LONG[:2], '--epochs', '1', cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
 
 

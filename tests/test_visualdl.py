@@ -93,7 +93,7 @@ def test_a_folder_in_use_opens_no_visualdl_log(tmp_path):
     from errors import UserError
     model = paddle.nn.Linear(2, 2)
     optimizer = paddle.optimizer.SGD(parameters=model.parameters())
-    cfg = {'steps_per_epoch': 1, 'name': 'mnist', 'run_id': 'abc', 'seed': 0, 'overwrite': False,
+    cfg = {'steps_per_epoch': 1, 'name': 'mnist', 'run_id': 'abc', 'seed': 0,
            'ckpt_dir': str(tmp_path / 'ck'), 'out': str(tmp_path / 'out'), 'visualdl': str(tmp_path / 'vdl')}
     with checkpoints.lock(cfg['ckpt_dir']):  # held here: another open of it is refused
         with pytest.raises(UserError, match='is in use by another training run'):

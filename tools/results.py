@@ -110,7 +110,7 @@ def guarded(run, *args):
 def run_mnist(args, name, script, flags, data_dir=None):
     argv = flags + ['--out', os.path.join(args.out, 'runs', name), '--log-every', '100']
     if script != 'mnist_numpy':  # the numpy network has no checkpoints and runs on the CPU
-        argv += ['--ckpt-dir', os.path.join(args.out, 'checkpoints', name), '--overwrite', '--device', args.device]
+        argv += ['--ckpt-dir', os.path.join(args.out, 'checkpoints', name), '--device', args.device]
     argv += ['--data-dir', data_dir or args.data_dir] if (data_dir or args.data_dir) else []
     argv += ['--train-limit', '1000', '--epochs', '2'] if args.fast else []
     return guarded(MODULES[script].main, argv)
