@@ -17,7 +17,7 @@ import paddle
 
 import common
 from errors import UserError, fail
-from safe_files import file_hash, remove, write_bytes, write_error, write_json
+from safe_files import check_writable, file_hash, remove, write_bytes, write_error, write_json
 
 FORMAT = 2  # the json's layout; 1 was written before the scripts showed their own loop
 
@@ -106,23 +106,29 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
 
 def check_folders(cfg):
     """Before the run writes anything (samples.png comes before training): VisualDL's package if
-    asked for, and the checkpoint folder not in use by another run. Training then holds it."""
-    if cfg.get('visualdl'):
+    asked for, the folders writable, and the checkpoint folder not in use by another run (rank 0
+    asks for all workers). Training then holds it: hold_folder."""
+    if cfg.get('visualdl'):  # its package, then its folder
         common.optional('visualdl_log', '--visualdl').log_writer()
-    with lock(cfg['ckpt_dir']):
-        pass
+        check_writable(cfg['visualdl'])
+    check_writable(cfg['out'])
+    if common.rank_and_world()[0] == 0:
+        with lock(cfg['ckpt_dir']):
+            pass
 
 
 @contextlib.contextmanager
 def hold_folder(cfg):
-    """While a run trains, it alone holds cfg['ckpt_dir'] (rank 0 for all workers), and another
-    run's checkpoints there move first, whole, to ckpt_dir/previous/<run id>/."""
+    """While a run trains, it alone holds cfg['ckpt_dir'] (rank 0 for all workers). First the
+    temporary files of runs killed mid-save go, and another run's checkpoints move, whole, to
+    ckpt_dir/previous/<run id>/."""
     if common.rank_and_world()[0] != 0:
         yield
         return
     with lock(cfg['ckpt_dir']):
-        for path in glob.glob(os.path.join(glob.escape(cfg['ckpt_dir']), '.*.tmp')):
-            os.remove(path)  # half a file: its run was killed mid-save (the folder is ours now)
+        for path in glob.glob(os.path.join(glob.escape(cfg['ckpt_dir']), '.*.tmp[0-9]*')):
+            with contextlib.suppress(OSError):  # a folder, another user's file: left as it is
+                os.remove(path)
         runs = {}  # another run's NAME_* checkpoints, oldest first, by run id
         for _, prefix, meta in list_checkpoints(cfg['ckpt_dir']):
             if os.path.basename(prefix).startswith(cfg['name'] + '_') \
@@ -135,8 +141,8 @@ def hold_folder(cfg):
 
 def move_aside(found, folder, run_id):  # found: [(prefix, meta)] of one earlier run, oldest first
     target = os.path.join(folder, 'previous', str(run_id))
-    # each checkpoint linked into target, json last, then removed here, json first: a kill midway
-    # leaves it whole in one folder or the other
+    # each checkpoint linked into target, json last, then removed here, json first (not renamed
+    # file by file: a kill midway would split it), so it is whole in one folder or the other
     try:
         os.makedirs(target, exist_ok=True)
         for prefix, _ in found:
@@ -154,11 +160,12 @@ def move_aside(found, folder, run_id):  # found: [(prefix, meta)] of one earlier
     except OSError as e:
         fail(f'cannot move the earlier run\'s checkpoints to {target}: {e.strerror or e}; '
              f'move or delete them yourself, or pass another --ckpt-dir')
-    meta = found[-1][1]  # its newest: stopped (Ctrl-C, a kill) before its last epoch?
-    unfinished = moved.endswith('_interrupted') or meta['next_epoch'] < meta['config']['epochs']
-    print(f'note: {folder} held {len(found)} checkpoint(s) of an earlier run; moved to {target}'
-          + f'; it is unfinished: continue it with {common.resume_command(moved, meta)}'
-          * unfinished)
+    newest, meta = os.path.join(target, os.path.basename(found[-1][0])), found[-1][1]
+    line = f'note: an earlier run\'s {len(found)} checkpoint(s) moved from {folder} to {target}'
+    if meta['next_epoch'] < meta['config']['epochs']:  # (NAME_interrupted's too: mid-epoch)
+        line += (f'; that run stopped before its last epoch: continue it (it saves there) with '
+                 f'{common.resume_command(newest, meta)}')
+    print(line)
 
 
 @contextlib.contextmanager
@@ -170,7 +177,7 @@ def lock(folder):
         os.makedirs(folder, exist_ok=True)
         handle = open(path, 'a+')
     except OSError as e:
-        write_error(folder, e)  # (the folder: its .lock is ours, not the user's)
+        write_error(folder, e)  # (the folder: its .lock is ours, not the user's); never returns
     with handle:  # closing the file releases the lock
         try:
             if os.name == 'nt':

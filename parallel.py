@@ -1,7 +1,8 @@
 """七 What data-parallel workers (python -m paddle.distributed.launch --nproc_per_node N) add to a
-one-process run; imported only under the launcher (a notebook, one process, does not carry it).
-Each worker trains on its part of every batch; their figures and a Ctrl-C are summed only on the
-batches that print and at each epoch's end, so every worker stops at the same step.
+one-process run; imported under the launcher, and for the launcher's resume command (a notebook
+does not carry it). Each worker trains on its part of every batch; their figures and a Ctrl-C are
+summed only on the batches that print and at each epoch's end, so every worker stops at the same
+step.
 """
 import contextlib
 import os

@@ -33,8 +33,7 @@ def remove(path):  # os.remove, a refusal as one sentence
 
 def atomic_write(path, write):  # write(tmp), then tmp flushed to disk and renamed over path
     folder = os.path.dirname(os.path.abspath(path))
-    # the same temporary name each time: one a kill left behind is overwritten by the next write
-    tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp')
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.tmp{os.getpid()}')  # one per process
     try:
         os.makedirs(folder, exist_ok=True)
         write(tmp)

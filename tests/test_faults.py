@@ -152,7 +152,7 @@ def test_a_new_run_moves_the_earlier_runs_checkpoints_aside(reference, run_scrip
                       '--epochs', '1', '--train-limit', '100', cwd=work)
     assert proc.returncode == 0, proc.stderr
     moved = work / 'checkpoint' / 'previous' / earlier['run_id']
-    assert f'moved to {Path("checkpoint") / "previous" / earlier["run_id"]}' in proc.stdout
+    assert f"note: an earlier run's 4 checkpoint(s) moved from checkpoint to {Path('checkpoint') / 'previous' / earlier['run_id']}\n" in proc.stdout
     assert (moved / 'mnist_epoch0.pdparams').read_bytes() == before
     assert restore.find(str(moved))[0].endswith('mnist_epoch3')  # all four epochs, complete
     now = json.loads((work / 'checkpoint' / 'mnist_epoch0.json').read_text())
@@ -172,23 +172,43 @@ def test_an_unfinished_run_moves_aside_with_the_command_that_continues_it(refere
     """A new run into the folder of a run stopped before its last epoch (a kill, or Ctrl-C during an
     epoch's last batch: its newest checkpoint is mnist_epoch1 of 4) moves that run whole to
     checkpoint/previous/<run id>/ and says how to continue it; that command continues it with the
-    uninterrupted run's losses, bit for bit."""
+    uninterrupted run's losses, bit for bit. A run stopped by Ctrl-C (mnist_interrupted) of two
+    data-parallel workers gets the launcher's command; a finished run moves without one."""
     work = tmp_path / 'w'
     shutil.copytree(reference, work)
     for ext in ('json', 'pdparams', 'pdopt'):  # the run stopped after epoch 1 of 4
         for epoch in (2, 3):
             os.remove(work / 'checkpoint' / f'mnist_epoch{epoch}.{ext}')
     run_id = json.loads((work / 'checkpoint' / 'mnist_epoch1.json').read_text())['run_id']
-    proc = run_script('mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
-                      '--train-limit', '40', cwd=work)
+    new_run = ['mnist_cnn.py', '--data-dir', idx_dir, *FAULT_ARGS[:-4], '--seed', '9', '--epochs', '1',
+               '--train-limit', '40']
+    proc = run_script(*new_run, cwd=work)
     assert proc.returncode == 0, proc.stderr
     moved = os.path.join('checkpoint', 'previous', run_id, 'mnist_epoch1')
-    assert f'; it is unfinished: continue it with python resume.py --ckpt {moved}\n' in proc.stdout
+    assert (f"note: an earlier run's 2 checkpoint(s) moved from checkpoint to {os.path.dirname(moved)}; that run "
+            f'stopped before its last epoch: continue it (it saves there) with python resume.py --ckpt {moved}\n'
+            ) in proc.stdout
     assert sorted(os.listdir(work / 'checkpoint' / 'previous' / run_id)) == [
         f'mnist_epoch{e}.{ext}' for e in (0, 1) for ext in ('json', 'pdopt', 'pdparams')]
     proc = run_script('resume.py', '--ckpt', moved, '--compare', str(reference / 'runs' / 'cnn' / 'metrics.json'),
                       cwd=work)
     assert proc.returncode == 0 and 'resumed losses are bit-identical' in proc.stdout, proc.stdout + proc.stderr
+    # the seed-9 run (finished: 1 epoch of 1) moves without a command
+    proc = run_script(*new_run, cwd=work)
+    assert proc.returncode == 0 and "note: an earlier run's 1 checkpoint(s) moved" in proc.stdout, proc.stderr
+    assert 'stopped before' not in proc.stdout
+    now = json.loads((work / 'checkpoint' / 'mnist_epoch0.json').read_text())
+    for ext in ('json', 'pdparams', 'pdopt'):  # now a run of 2 workers stopped by Ctrl-C, then this one
+        shutil.copy(work / 'checkpoint' / f'mnist_epoch0.{ext}', work / 'checkpoint' / f'mnist_interrupted.{ext}')
+    meta = dict(json.loads((work / 'checkpoint' / 'mnist_interrupted.json').read_text()), workers=2, next_epoch=0,
+                run_id='two-workers')
+    (work / 'checkpoint' / 'mnist_interrupted.json').write_text(json.dumps(meta))
+    proc = run_script(*new_run, cwd=work)
+    interrupted = os.path.join('checkpoint', 'previous', 'two-workers', 'mnist_interrupted')
+    assert proc.returncode == 0, proc.stderr
+    assert (f'continue it (it saves there) with `python -m paddle.distributed.launch --nproc_per_node 2 resume.py '
+            f'--ckpt {interrupted}` (with make: `make resume NPROC=2 CKPT={interrupted}`)\n') in proc.stdout
+    assert now['run_id'] in os.listdir(work / 'checkpoint' / 'previous')
 
 
 def damaged_copy(reference, tmp_path):

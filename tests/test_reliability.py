@@ -9,6 +9,7 @@ the tmpfs, runs the script there and copies what it wrote back to the same path 
 where unshare is refused, the tmpfs is mounted directly; the read-only test runs both ways.
 """
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 import checkpoints
 from conftest import ROOT, script_env
+from errors import UserError
 
 QUICK = ['--epochs', '3', '--log-every', '1000']
 
@@ -139,7 +141,7 @@ def test_read_only_folder_fails_before_training(small_fs, idx_dir, tmp_path, fla
     fs = small_fs(64, read_only=True)
     start = time.perf_counter()
     proc = fs.run('mnist_cnn.py', '--data-dir', idx_dir, *QUICK, flag, fs.point / 'x', cwd=tmp_path)
-    one_error(proc, f'cannot write {fs.point}/x', ': Read-only file system;', 'pass a folder you can write to')
+    one_error(proc, f'cannot write {fs.point}/x: Read-only file system', 'pass a folder you can write to')
     assert 'epoch: 0' not in proc.stdout  # refused before any training
     assert time.perf_counter() - start < 60
 
@@ -165,7 +167,7 @@ def test_a_folder_without_write_permission_fails_before_training(idx_dir, tmp_pa
         command = ['setpriv', f'--reuid={NOBODY}', f'--regid={NOBODY}', '--clear-groups',
                    '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search', *command]
     proc = subprocess.run(command, cwd=home, env=script_env(home), capture_output=True, text=True, timeout=300)
-    one_error(proc, f'cannot write {folder}', ': Permission denied; you may not write there; pass a folder of your own')
+    one_error(proc, f'cannot write {folder}: Permission denied', 'you may not write there; pass a folder of your own')
     assert 'epoch: 0' not in proc.stdout  # refused before any training
     assert os.listdir(folder) == []
 
@@ -180,8 +182,36 @@ def test_a_path_through_a_file_fails_before_training(run_script, idx_dir, tmp_pa
         data = tmp_path / 'housing.data'
         data.write_text(' '.join(['1'] * 14 * 20))
     proc = run_script(script, '--data-dir', data, flag, 'notes.txt/run', cwd=tmp_path)
-    one_error(proc, 'cannot write notes.txt/run', ': Not a directory; part of that path is a file')
+    one_error(proc, 'cannot write notes.txt/run: Not a directory', 'part of that path is a file')
     assert 'epoch: 0,' not in proc.stdout and 'epoch    0' not in proc.stdout
+
+
+def test_resume_and_visualdl_paths_through_a_file_fail_before_training(run_script, cnn_run, idx_dir, tmp_path):
+    """resume.py's --out, and --visualdl's folder, are refused as --out is: before training, one
+    sentence (resume.py writes no samples.png first; VisualDL opens its folder only then)."""
+    (tmp_path / 'notes.txt').write_text('a file, not a folder')
+    ckpt = cnn_run['ckpt'] / 'mnist_epoch0'
+    for script, args in (('resume.py', ['--ckpt', ckpt, '--out', 'notes.txt/run']),
+                         ('resume.py', ['--ckpt', ckpt, '--out', 'o', '--visualdl', 'notes.txt/run']),
+                         ('mnist_cnn.py', ['--data-dir', idx_dir, '--visualdl', 'notes.txt/run'])):
+        if '--visualdl' in args and not importlib.util.find_spec('visualdl'):
+            continue  # (make test installs it)
+        proc = run_script(script, *args, cwd=tmp_path)
+        one_error(proc, 'cannot write notes.txt/run: Not a directory', 'part of that path is a file')
+        assert 'epoch: ' not in proc.stdout, script
+
+
+def test_workers_leave_the_lock_to_rank_0(tmp_path, monkeypatch):
+    """Under the launcher only rank 0 takes the checkpoint folder's lock (for all workers): a worker
+    of rank 1 asking while rank 0 holds it is not refused."""
+    cfg = {'ckpt_dir': str(tmp_path / 'ck'), 'out': str(tmp_path / 'out')}
+    with checkpoints.lock(cfg['ckpt_dir']):
+        monkeypatch.setenv('PADDLE_TRAINER_ID', '1')
+        monkeypatch.setenv('PADDLE_TRAINERS_NUM', '2')
+        checkpoints.check_folders(cfg)
+        monkeypatch.setenv('PADDLE_TRAINER_ID', '0')
+        with pytest.raises(UserError, match='is in use by another training run'):
+            checkpoints.check_folders(cfg)
 
 
 def start(script, args, cwd):
