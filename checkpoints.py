@@ -187,7 +187,7 @@ def lock(folder):
                 import fcntl
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            fail(f'{folder} is in use by another training run; wait for it to finish, or give '
-                 f'this run folders of its own: another --ckpt-dir and, for its results, '
-                 f'another --out')
+            fail(f'the checkpoint folder {folder} is in use by another training run; wait for '
+                 f'it to finish, or give this run folders of its own: another --ckpt-dir and, '
+                 f'for its results, another --out')
         yield

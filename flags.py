@@ -46,7 +46,8 @@ def add_run_args(parser, out, ckpt_dir='checkpoint', new_run=True):
                               else '(default: the data the checkpoint\'s run trained on)'))
     add('--device', default='auto', choices=['auto', 'cpu', 'gpu'], help='auto: a GPU if any')
     add('--out', default=kept(out), help='run folder: metrics.json, plots, the final model')
-    add('--ckpt-dir', default=ckpt_dir and kept(ckpt_dir), help='the per-epoch checkpoints')
+    add('--ckpt-dir', default=ckpt_dir and kept(ckpt_dir), help='the per-epoch checkpoints' + (
+        '' if ckpt_dir else ' (default: the folder of the checkpoint resumed)'))
     if new_run:  # resume.py takes these from the checkpoint
         add('--train-limit', type=positive_int, help='train on the first N training images only')
         add('--predict', metavar='IMAGE', help='classify one PNG/JPG digit with the model trained '

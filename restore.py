@@ -36,6 +36,7 @@ def find(path):
         return prefix, read_meta(prefix)
     found = list_checkpoints(path)
     if not found:
+        moved_aside(path)
         fail(f'{path} holds no complete checkpoint; train first (make cnn), or pass --ckpt with '
              f'another checkpoint or folder')
     print(f'newest complete checkpoint in {path}: {found[-1][1]}')
@@ -56,7 +57,16 @@ def no_checkpoint_at(prefix):
                else f'--ckpt {word}{make}')
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
              f'pass {how}')
+    moved_aside(os.path.dirname(prefix) or '.')
     read_meta(prefix)  # its own sentence: no checkpoint there at all
+
+
+def moved_aside(folder):  # a newer run moved earlier runs here (checkpoints.move_aside): say so
+    runs = os.path.join(folder, 'previous')
+    if os.path.isdir(runs) and os.listdir(runs):
+        fail(f'no checkpoint of that name in {folder}; earlier runs, moved aside by a newer one, '
+             f'are in {runs}/<run id>/ ({", ".join(sorted(os.listdir(runs)))}): '
+             f'{common.pass_flag("--ckpt", os.path.join(runs, "RUN_ID"), make_variable="CKPT")}')
 
 
 def load_reference(path):  # --compare: an uninterrupted run's metrics.json, checked before training

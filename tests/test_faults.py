@@ -19,6 +19,7 @@ import paddle
 import pytest
 from conftest import ROOT, python_run, python_start, read_metrics, record_new_weights, script_env
 from pathlib import Path
+from test_reliability import one_error
 
 # 4 epochs of 25 small batches: long enough to be killed at many different moments
 FAULT_ARGS = ['--epochs', '4', '--batch-size', '20', '--seed', '3', '--log-every', '1']
@@ -209,6 +210,17 @@ def test_an_unfinished_run_moves_aside_with_the_command_that_continues_it(refere
     assert (f'continue it (it saves there) with `python -m paddle.distributed.launch --nproc_per_node 2 resume.py '
             f'--ckpt {interrupted}` (with make: `make resume NPROC=2 CKPT={interrupted}`)\n') in proc.stdout
     assert now['run_id'] in os.listdir(work / 'checkpoint' / 'previous')
+
+
+def test_resume_names_the_runs_moved_aside_when_none_is_left(reference, run_script, tmp_path):
+    """A learner who missed the note (the new run then killed before its first checkpoint): resume.py
+    with latest, or with a checkpoint that is gone, names checkpoint/previous/ and its runs."""
+    work = tmp_path / 'w'
+    shutil.copytree(reference / 'checkpoint', work / 'checkpoint' / 'previous' / 'abc123')
+    for ckpt in ('latest', os.path.join('checkpoint', 'mnist_epoch0')):
+        proc = run_script('resume.py', '--ckpt', ckpt, cwd=work)
+        one_error(proc, f'earlier runs, moved aside by a newer one, are in {os.path.join("checkpoint", "previous")}'
+                        f'/<run id>/ (abc123): pass --ckpt')
 
 
 def damaged_copy(reference, tmp_path):

@@ -248,7 +248,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(run_s
             if script == 'resume.py':  # latest: a checkpoint must be there (else "no complete checkpoint")
                 wait_for_file(tmp_path / 'checkpoint' / 'mnist_epoch0.json', first)
             proc = run_script(script, *args, cwd=tmp_path)
-            one_error(proc, 'checkpoint is in use by another training run;', 'another --ckpt-dir and, for its results, another --out')
+            one_error(proc, 'the checkpoint folder checkpoint is in use by another training run;', 'another --ckpt-dir and, for its results, another --out')
             assert (samples.read_bytes(), samples.stat().st_mtime_ns) == drawn  # refused before drawing
         assert first.poll() is None  # the first run goes on, untouched
     finally:
