@@ -70,10 +70,8 @@ def read_meta(prefix):
         if os.path.isfile(prefix + '.pdparams'):
             fail(f'{meta_path} is missing: {prefix}.pdparams was not written by these scripts, '
                  f'or its writing was interrupted; resume from another checkpoint')
-        how = ("set argv's '--ckpt' to" if common.in_notebook() else 'pass --ckpt' + (
-            ' (with make: CKPT=)' * common.started_by_make()) + ' with')  # where it started
         fail(f'no checkpoint at {prefix} (looked for {prefix}.pdparams and {meta_path}); train '
-             f'first, or {how} a checkpoint that exists, a checkpoint folder, or latest')
+             f'first, or {pass_ckpt()} a checkpoint that exists, a checkpoint folder, or latest')
     try:
         with open(meta_path) as f:
             meta = json.load(f)
@@ -93,6 +91,11 @@ def read_meta(prefix):
             fail(f'{path} is damaged or belongs to another run (its sha256 differs from the one '
                  f'recorded in {meta_path}); resume from another checkpoint')
     return meta
+
+
+def pass_ckpt():  # how to name another checkpoint where the run started
+    return ("set argv's '--ckpt' to" if common.in_notebook() else 'pass --ckpt' + (
+        ' (with make: CKPT=)' * common.started_by_make()) + ' with')
 
 
 def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete ones, oldest first

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 
 import common
-from checkpoints import list_checkpoints, read_meta
+from checkpoints import list_checkpoints, pass_ckpt, read_meta
 from errors import fail
 
 
@@ -66,7 +66,7 @@ def moved_aside(folder):  # a newer run moved earlier runs here (checkpoints.mov
     if os.path.isdir(runs) and os.listdir(runs):
         fail(f'no checkpoint of that name in {folder}; earlier runs, moved aside by a newer one, '
              f'are in {runs}/<run id>/ ({", ".join(sorted(os.listdir(runs)))}): '
-             f'{common.pass_flag("--ckpt", os.path.join(runs, "RUN_ID"), make_variable="CKPT")}')
+             f'{pass_ckpt()} one of them')
 
 
 def load_reference(path):  # --compare: an uninterrupted run's metrics.json, checked before training

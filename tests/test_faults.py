@@ -220,7 +220,7 @@ def test_resume_names_the_runs_moved_aside_when_none_is_left(reference, run_scri
     for ckpt in ('latest', os.path.join('checkpoint', 'mnist_epoch0')):
         proc = run_script('resume.py', '--ckpt', ckpt, cwd=work)
         one_error(proc, f'earlier runs, moved aside by a newer one, are in {os.path.join("checkpoint", "previous")}'
-                        f'/<run id>/ (abc123): pass --ckpt')
+                        f'/<run id>/ (abc123): pass --ckpt with one of them')
 
 
 def damaged_copy(reference, tmp_path):
