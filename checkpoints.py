@@ -5,11 +5,11 @@ removed first when other bytes replace the files): a json that verifies means a 
 whose files belong together. (restore.py reads them.)
 """
 import contextlib
-import glob
 import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import warnings
 
@@ -109,15 +109,14 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
 
 def check_folders(cfg):
     """Before the run writes anything (samples.png comes before training): VisualDL's package if
-    asked for, the folders writable, and the checkpoint folder not in use by another run (rank 0
-    asks for all workers). Training then holds it: hold_folder."""
-    if cfg.get('visualdl'):  # its package, then its folder
+    asked for, the checkpoint folder not in use by another run (rank 0 asks for all workers), then
+    the other folders writable. Training then holds the checkpoint folder: hold_folder."""
+    if cfg.get('visualdl'):
         common.optional('visualdl_log', '--visualdl').log_writer()
-        check_writable(cfg['visualdl'])
-    check_writable(cfg['out'])
     if common.rank_and_world()[0] == 0:
         with lock(cfg['ckpt_dir']):
             pass
+    check_writable(cfg['out'], *filter(None, [cfg.get('visualdl')]))  # (--visualdl's if any)
 
 
 @contextlib.contextmanager
@@ -129,9 +128,10 @@ def hold_folder(cfg):
         yield
         return
     with lock(cfg['ckpt_dir']):
-        for path in glob.glob(os.path.join(glob.escape(cfg['ckpt_dir']), '.*.tmp[0-9]*')):
-            with contextlib.suppress(OSError):  # a folder, another user's file: left as it is
-                os.remove(path)
+        for name in os.listdir(cfg['ckpt_dir']):  # safe_files.atomic_write's .NAME.tmpPID
+            if re.fullmatch(r'\..+\.(pdparams|pdopt|json)\.tmp\d+', name):
+                with contextlib.suppress(OSError):  # a folder, another user's file: left as is
+                    os.remove(os.path.join(cfg['ckpt_dir'], name))
         runs = {}  # another run's NAME_* checkpoints, oldest first, by run id
         for _, prefix, meta in list_checkpoints(cfg['ckpt_dir']):
             if os.path.basename(prefix).startswith(cfg['name'] + '_') \

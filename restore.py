@@ -36,37 +36,51 @@ def find(path):
         return prefix, read_meta(prefix)
     found = list_checkpoints(path)
     if not found:
-        moved_aside(path)
-        fail(f'{path} holds no complete checkpoint; train first (make cnn), or pass --ckpt with '
-             f'another checkpoint or folder')
+        moved = moved_aside(path)  # the newest of each earlier run a newer one moved aside
+        fail(f'{path} holds no complete checkpoint; ' + (
+            f'a newer run moved earlier ones aside: {", ".join(moved)} (the furthest trained '
+            f'first); '
+            f'{pass_ckpt()} one of them' if moved else
+            f'train first (make cnn), or {pass_ckpt()} another checkpoint or folder'))
     print(f'newest complete checkpoint in {path}: {found[-1][1]}')
     return found[-1][1], found[-1][2]
 
 
 def no_checkpoint_at(prefix):
-    """Name the newest checkpoint of the same model in that folder, if there is one (a Ctrl-C in
-    epoch 0 leaves mnist_interrupted, not the mnist_epoch0 that make resume passes)."""
-    model = os.path.basename(prefix).rsplit('_', 1)[0] + '_'
-    newest = [found[1] for found in list_checkpoints(os.path.dirname(prefix) or '.')
+    """Name where it is now, if a newer run moved it aside (checkpoints.move_aside), else the newest
+    checkpoint of the same model in that folder (a Ctrl-C in epoch 0 leaves mnist_interrupted, not
+    the mnist_epoch0 that make resume passes), or in its previous/."""
+    folder, name = os.path.dirname(prefix) or '.', os.path.basename(prefix)
+    model = name.rsplit('_', 1)[0] + '_'
+    moved = moved_aside(folder, name)
+    if moved:
+        fail(f'no checkpoint at {prefix}: a newer run moved it aside to {moved[0]}; '
+             f'pass {ckpt_words(moved[0])}')
+    newest = [found[1] for found in list_checkpoints(folder)
               if os.path.basename(found[1]).startswith(model)][-1:]
+    newest = newest or moved_aside(folder, kind=model)
     if newest:
-        word = common.shell_word(newest[0])
-        # started by make: its variable too (make splits a quoted path: none then)
-        make = f' (with make: CKPT={word})' * (word == newest[0] and common.started_by_make())
-        how = (f"argv = ['--ckpt', {newest[0]!r}]" if common.in_notebook()
-               else f'--ckpt {word}{make}')
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
-             f'pass {how}')
-    moved_aside(os.path.dirname(prefix) or '.')
+             f'pass {ckpt_words(newest[0])}')
     read_meta(prefix)  # its own sentence: no checkpoint there at all
 
 
-def moved_aside(folder):  # a newer run moved earlier runs here (checkpoints.move_aside): say so
-    runs = os.path.join(folder, 'previous')
-    if os.path.isdir(runs) and os.listdir(runs):
-        fail(f'no checkpoint of that name in {folder}; earlier runs, moved aside by a newer one, '
-             f'are in {runs}/<run id>/ ({", ".join(sorted(os.listdir(runs)))}): '
-             f'{pass_ckpt()} one of them')
+def ckpt_words(path):  # --ckpt PATH as the run was started: a notebook's argv, make's CKPT= too
+    word = common.shell_word(path)  # (make splits a quoted path: no make form then)
+    make = f' (with make: CKPT={word})' * (word == path and common.started_by_make())
+    return f"argv = ['--ckpt', {path!r}]" if common.in_notebook() else f'--ckpt {word}{make}'
+
+
+def moved_aside(folder, name=None, kind=''):
+    """Checkpoints a newer run moved to folder/previous/<run id>/: the one named name, else the
+    newest of each run of this kind; newest first."""
+    previous, found = os.path.join(folder, 'previous'), []
+    for run in sorted(os.listdir(previous)) if os.path.isdir(previous) else []:
+        in_run = list_checkpoints(os.path.join(previous, run))  # ([] for a file or junk)
+        found += [(step, prefix) for step, prefix, _ in in_run
+                  if os.path.basename(prefix).startswith(kind)
+                  and name in (None, os.path.basename(prefix))][-1:]
+    return [prefix for _, prefix in sorted(found, reverse=True)]
 
 
 def load_reference(path):  # --compare: an uninterrupted run's metrics.json, checked before training

@@ -213,14 +213,27 @@ def test_an_unfinished_run_moves_aside_with_the_command_that_continues_it(refere
 
 
 def test_resume_names_the_runs_moved_aside_when_none_is_left(reference, run_script, tmp_path):
-    """A learner who missed the note (the new run then killed before its first checkpoint): resume.py
-    with latest, or with a checkpoint that is gone, names checkpoint/previous/ and its runs."""
+    """A learner who missed the note (the new run then killed before its first checkpoint, or one
+    asking for a checkpoint only the earlier run had): resume.py names where it is now, in
+    checkpoint/previous/<run id>/; junk there, and another model's name, change nothing."""
     work = tmp_path / 'w'
-    shutil.copytree(reference / 'checkpoint', work / 'checkpoint' / 'previous' / 'abc123')
-    for ckpt in ('latest', os.path.join('checkpoint', 'mnist_epoch0')):
-        proc = run_script('resume.py', '--ckpt', ckpt, cwd=work)
-        one_error(proc, f'earlier runs, moved aside by a newer one, are in {os.path.join("checkpoint", "previous")}'
-                        f'/<run id>/ (abc123): pass --ckpt with one of them')
+    previous = work / 'checkpoint' / 'previous'
+    shutil.copytree(reference / 'checkpoint', previous / 'abc123')
+    (previous / 'empty').mkdir()
+    (previous / '.DS_Store').write_text('x')
+    moved = os.path.join('checkpoint', 'previous', 'abc123')
+    proc = run_script('resume.py', '--ckpt', 'latest', cwd=work)
+    one_error(proc, f'checkpoint holds no complete checkpoint; a newer run moved earlier ones aside: '
+                    f'{os.path.join(moved, "mnist_epoch3")} (the furthest trained first); pass --ckpt with one of them')
+    for ext in ('json', 'pdparams', 'pdopt'):  # a newer run's first checkpoint beside them
+        shutil.copy(reference / 'checkpoint' / f'mnist_epoch0.{ext}', work / 'checkpoint')
+    for name in ('mnist_epoch2', 'mnist_interrupted'):  # one moved aside; one nowhere (the newest there)
+        proc = run_script('resume.py', '--ckpt', os.path.join('checkpoint', name), cwd=work)
+        one_error(proc, f'no checkpoint at {os.path.join("checkpoint", name)}' + (
+            f': a newer run moved it aside to {os.path.join(moved, name)}; pass --ckpt {os.path.join(moved, name)}'
+            if name == 'mnist_epoch2' else "; the newest of its run's kind there is checkpoint/mnist_epoch0"))
+    proc = run_script('resume.py', '--ckpt', os.path.join('checkpoint', 'linear_epoch0'), cwd=work)
+    one_error(proc, 'no checkpoint at checkpoint/linear_epoch0 (looked for')
 
 
 def damaged_copy(reference, tmp_path):

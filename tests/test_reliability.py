@@ -108,7 +108,7 @@ def one_error(proc, *parts):
 
 
 def no_temporary_files(folder):
-    return [n for n in os.listdir(folder) if '.tmp' in n or n == '.write-test']
+    return [n for n in os.listdir(folder) if '.tmp' in n or n.startswith('.write-test')]
 
 
 def test_disk_full_while_saving_a_checkpoint(small_fs, run_script, idx_dir, tmp_path):
@@ -187,11 +187,14 @@ def test_a_path_through_a_file_fails_before_training(run_script, idx_dir, tmp_pa
 
 
 def test_resume_and_visualdl_paths_through_a_file_fail_before_training(run_script, cnn_run, idx_dir, tmp_path):
-    """resume.py's --out, and --visualdl's folder, are refused as --out is: before training, one
-    sentence (resume.py writes no samples.png first; VisualDL opens its folder only then)."""
+    """resume.py's and tutorial_resume.py's --out, and --visualdl's folder, are refused as --out is:
+    before training, one sentence (resume.py writes no samples.png first; VisualDL opens its folder
+    only then)."""
     (tmp_path / 'notes.txt').write_text('a file, not a folder')
     ckpt = cnn_run['ckpt'] / 'mnist_epoch0'
     for script, args in (('resume.py', ['--ckpt', ckpt, '--out', 'notes.txt/run']),
+                         ('tutorial_resume.py', ['--ckpt', ckpt, '--compare', cnn_run['out'] / 'metrics.json',
+                                                 '--out', 'notes.txt/run']),
                          ('resume.py', ['--ckpt', ckpt, '--out', 'o', '--visualdl', 'notes.txt/run']),
                          ('mnist_cnn.py', ['--data-dir', idx_dir, '--visualdl', 'notes.txt/run'])):
         if '--visualdl' in args and not importlib.util.find_spec('visualdl'):
@@ -199,6 +202,20 @@ def test_resume_and_visualdl_paths_through_a_file_fail_before_training(run_scrip
         proc = run_script(script, *args, cwd=tmp_path)
         one_error(proc, 'cannot write notes.txt/run: Not a directory', 'part of that path is a file')
         assert 'epoch: ' not in proc.stdout, script
+
+
+def test_two_writers_of_one_file_leave_it_whole(tmp_path):
+    """Two processes writing one file at once (two runs given one --out, workers downloading MNIST into
+    one cache) each write through a temporary of their own: no error, and the file is one of theirs."""
+    code = ('import sys; sys.path.insert(0, sys.argv[1]); from safe_files import write_bytes\n'
+            'for _ in range(30): write_bytes(sys.argv[2], sys.argv[3].encode() * 200000)')
+    target = tmp_path / 'metrics.json'
+    writers = [subprocess.Popen([sys.executable, '-c', code, str(ROOT), str(target), mark],
+                                stderr=subprocess.PIPE, text=True) for mark in 'ab']
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()
+    assert target.read_bytes() in (b'a' * 200000, b'b' * 200000)
+    assert os.listdir(tmp_path) == ['metrics.json']
 
 
 def test_workers_leave_the_lock_to_rank_0(tmp_path, monkeypatch):
@@ -243,6 +260,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(run_s
         samples = tmp_path / 'runs' / 'cnn' / 'samples.png'  # the first run's, drawn before training
         drawn = (samples.read_bytes(), samples.stat().st_mtime_ns)
         for script, args in (('mnist_cnn.py', ['--data-dir', idx_dir, '--epochs', '1', '--seed', '7']),
+                             ('mnist_cnn.py', ['--data-dir', idx_dir, '--out', 'runs/new']),  # not made
                              ('mnist_cnn.py', ['--data-dir', idx_dir, *LONG]),  # even the same settings
                              ('resume.py', ['--ckpt', 'latest'])):
             if script == 'resume.py':  # latest: a checkpoint must be there (else "no complete checkpoint")
@@ -250,6 +268,7 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(run_s
             proc = run_script(script, *args, cwd=tmp_path)
             one_error(proc, 'the checkpoint folder checkpoint is in use by another training run;', 'another --ckpt-dir and, for its results, another --out')
             assert (samples.read_bytes(), samples.stat().st_mtime_ns) == drawn  # refused before drawing
+        assert not (tmp_path / 'runs' / 'new').exists()
         assert first.poll() is None  # the first run goes on, untouched
     finally:
         first.kill()
