@@ -76,6 +76,8 @@ def read_meta(prefix):
         with open(meta_path) as f:
             meta = json.load(f)
         hashes = meta['files']
+        if not (isinstance(hashes, dict) and 'pdparams' in hashes):  # (a json edited by hand)
+            raise TypeError
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         fail(f'{meta_path} is not a checkpoint description written by these scripts')
     if meta.get('format') != FORMAT:
@@ -102,7 +104,7 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
     found = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         meta = name.endswith('.json') and verified(os.path.join(folder, name[:-5]))
-        if meta and 'global_step' in meta:
+        if meta and isinstance(meta.get('global_step'), int):
             found.append((meta['global_step'], os.path.join(folder, name[:-5]), meta))
     return sorted(found, key=lambda item: item[0])
 
@@ -110,13 +112,13 @@ def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete o
 def check_folders(cfg):
     """Before the run writes anything (samples.png comes before training): VisualDL's package if
     asked for, the checkpoint folder not in use by another run (rank 0 asks for all workers), then
-    the other folders writable. Training then holds the checkpoint folder: hold_folder."""
+    the folders writable. Training then holds the checkpoint folder: hold_folder."""
     if cfg.get('visualdl'):
         common.optional('visualdl_log', '--visualdl').log_writer()
-    if common.rank_and_world()[0] == 0:
+    if common.rank_and_world()[0] == 0 and os.path.isdir(cfg['ckpt_dir']):  # (a new one: no one's)
         with lock(cfg['ckpt_dir']):
             pass
-    check_writable(cfg['out'], *filter(None, [cfg.get('visualdl')]))  # (--visualdl's if any)
+    check_writable(cfg['out'], *filter(None, [cfg.get('visualdl')]), cfg['ckpt_dir'])
 
 
 @contextlib.contextmanager

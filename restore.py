@@ -35,12 +35,13 @@ def find(path):
             no_checkpoint_at(prefix)
         return prefix, read_meta(prefix)
     found = list_checkpoints(path)
-    if not found:
-        moved = moved_aside(path)  # the newest of each earlier run a newer one moved aside
+    if not found:  # earlier runs a newer one moved aside here, or in the folder above previous/
+        above = os.path.dirname(os.path.normpath(path)) or '.'
+        moved = moved_aside(path) or (moved_aside(above) if os.path.basename(
+            os.path.normpath(path)) == 'previous' else [])
         fail(f'{path} holds no complete checkpoint; ' + (
-            f'a newer run moved earlier ones aside: {", ".join(moved)} (the furthest trained '
-            f'first); '
-            f'{pass_ckpt()} one of them' if moved else
+            f'a newer run moved earlier ones aside, the furthest trained first: '
+            f'{", ".join(moved)}; {pass_ckpt()} one of them' if moved else
             f'train first (make cnn), or {pass_ckpt()} another checkpoint or folder'))
     print(f'newest complete checkpoint in {path}: {found[-1][1]}')
     return found[-1][1], found[-1][2]
@@ -49,19 +50,23 @@ def find(path):
 def no_checkpoint_at(prefix):
     """Name where it is now, if a newer run moved it aside (checkpoints.move_aside), else the newest
     checkpoint of the same model in that folder (a Ctrl-C in epoch 0 leaves mnist_interrupted, not
-    the mnist_epoch0 that make resume passes), or in its previous/."""
+    the mnist_epoch0 that make resume passes), else those of its kind moved aside."""
     folder, name = os.path.dirname(prefix) or '.', os.path.basename(prefix)
     model = name.rsplit('_', 1)[0] + '_'
     moved = moved_aside(folder, name)
     if moved:
-        fail(f'no checkpoint at {prefix}: a newer run moved it aside to {moved[0]}; '
-             f'pass {ckpt_words(moved[0])}')
+        fail(f'no checkpoint at {prefix}: a newer run moved it aside to ' + (
+            moved[0] if len(moved) == 1 else f'one of {", ".join(moved)} (the last written first)')
+            + f'; pass {ckpt_words(moved[0])}')
     newest = [found[1] for found in list_checkpoints(folder)
               if os.path.basename(found[1]).startswith(model)][-1:]
-    newest = newest or moved_aside(folder, kind=model)
     if newest:
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
              f'pass {ckpt_words(newest[0])}')
+    moved = moved_aside(folder, kind=model)
+    if moved:
+        fail(f'no checkpoint at {prefix}, nor of its kind there; a newer run moved earlier ones '
+             f'aside, the furthest trained first: {", ".join(moved)}; pass {ckpt_words(moved[0])}')
     read_meta(prefix)  # its own sentence: no checkpoint there at all
 
 
@@ -72,15 +77,15 @@ def ckpt_words(path):  # --ckpt PATH as the run was started: a notebook's argv, 
 
 
 def moved_aside(folder, name=None, kind=''):
-    """Checkpoints a newer run moved to folder/previous/<run id>/: the one named name, else the
-    newest of each run of this kind; newest first."""
+    """Checkpoints a newer run moved to folder/previous/<run id>/: those named name, else the
+    newest of each run of this kind; the furthest trained first, then the last written."""
     previous, found = os.path.join(folder, 'previous'), []
     for run in sorted(os.listdir(previous)) if os.path.isdir(previous) else []:
         in_run = list_checkpoints(os.path.join(previous, run))  # ([] for a file or junk)
-        found += [(step, prefix) for step, prefix, _ in in_run
-                  if os.path.basename(prefix).startswith(kind)
+        found += [(step, os.path.getmtime(prefix + '.json'), prefix)
+                  for step, prefix, _ in in_run if os.path.basename(prefix).startswith(kind)
                   and name in (None, os.path.basename(prefix))][-1:]
-    return [prefix for _, prefix in sorted(found, reverse=True)]
+    return [prefix for _, _, prefix in sorted(found, reverse=True)]
 
 
 def load_reference(path):  # --compare: an uninterrupted run's metrics.json, checked before training

@@ -223,8 +223,8 @@ def test_resume_names_the_runs_moved_aside_when_none_is_left(reference, run_scri
     (previous / '.DS_Store').write_text('x')
     moved = os.path.join('checkpoint', 'previous', 'abc123')
     proc = run_script('resume.py', '--ckpt', 'latest', cwd=work)
-    one_error(proc, f'checkpoint holds no complete checkpoint; a newer run moved earlier ones aside: '
-                    f'{os.path.join(moved, "mnist_epoch3")} (the furthest trained first); pass --ckpt with one of them')
+    one_error(proc, f'checkpoint holds no complete checkpoint; a newer run moved earlier ones aside, the furthest '
+                    f'trained first: {os.path.join(moved, "mnist_epoch3")}; pass --ckpt with one of them')
     for ext in ('json', 'pdparams', 'pdopt'):  # a newer run's first checkpoint beside them
         shutil.copy(reference / 'checkpoint' / f'mnist_epoch0.{ext}', work / 'checkpoint')
     for name in ('mnist_epoch2', 'mnist_interrupted'):  # one moved aside; one nowhere (the newest there)
@@ -234,6 +234,24 @@ def test_resume_names_the_runs_moved_aside_when_none_is_left(reference, run_scri
             if name == 'mnist_epoch2' else "; the newest of its run's kind there is checkpoint/mnist_epoch0"))
     proc = run_script('resume.py', '--ckpt', os.path.join('checkpoint', 'linear_epoch0'), cwd=work)
     one_error(proc, 'no checkpoint at checkpoint/linear_epoch0 (looked for')
+    # a second earlier run holding the same names, written later; a hand-edited json; nothing on top
+    shutil.copytree(reference / 'checkpoint', previous / '0later', ignore=shutil.ignore_patterns('mnist_epoch3.*'))
+    for path in (previous / '0later').glob('*.json'):
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 60))
+    shutil.copytree(reference / 'checkpoint', previous / 'edited', ignore=shutil.ignore_patterns('mnist_epoch[0-2].*'))
+    meta = json.loads((previous / 'edited' / 'mnist_epoch3.json').read_text())
+    (previous / 'edited' / 'mnist_epoch3.json').write_text(json.dumps(dict(meta, files=[], global_step=99)))
+    for ext in ('json', 'pdparams', 'pdopt'):
+        os.remove(work / 'checkpoint' / f'mnist_epoch0.{ext}')
+    later = os.path.join('checkpoint', 'previous', '0later')
+    proc = run_script('resume.py', '--ckpt', os.path.join('checkpoint', 'mnist_epoch2'), cwd=work)
+    one_error(proc, f'a newer run moved it aside to one of {os.path.join(later, "mnist_epoch2")}, '
+                    f'{os.path.join(moved, "mnist_epoch2")} (the last written first); '
+                    f'pass --ckpt {os.path.join(later, "mnist_epoch2")}')
+    for ckpt in (os.path.join('checkpoint', 'mnist_interrupted'), os.path.join('checkpoint', 'previous')):
+        proc = run_script('resume.py', '--ckpt', ckpt, cwd=work)
+        one_error(proc, f'the furthest trained first: {os.path.join(moved, "mnist_epoch3")}, '
+                        f'{os.path.join(later, "mnist_epoch2")}; ')
 
 
 def damaged_copy(reference, tmp_path):

@@ -184,6 +184,8 @@ def test_a_path_through_a_file_fails_before_training(run_script, idx_dir, tmp_pa
     proc = run_script(script, '--data-dir', data, flag, 'notes.txt/run', cwd=tmp_path)
     one_error(proc, 'cannot write notes.txt/run: Not a directory', 'part of that path is a file')
     assert 'epoch: 0,' not in proc.stdout and 'epoch    0' not in proc.stdout
+    if flag == '--out':  # refused before the checkpoint folder is made
+        assert 'checkpoint' not in os.listdir(tmp_path)
 
 
 def test_resume_and_visualdl_paths_through_a_file_fail_before_training(run_script, cnn_run, idx_dir, tmp_path):
@@ -216,6 +218,17 @@ def test_two_writers_of_one_file_leave_it_whole(tmp_path):
         assert writer.wait(timeout=120) == 0, writer.stderr.read()
     assert target.read_bytes() in (b'a' * 200000, b'b' * 200000)
     assert os.listdir(tmp_path) == ['metrics.json']
+
+
+def test_the_sweep_takes_only_a_killed_saves_temporaries(tmp_path):
+    """The run holding a checkpoint folder removes the .NAME.tmpPID files of saves killed midway,
+    and nothing else a user keeps there."""
+    kept = ['.notes.tmp1', '.mnist_epoch0.pdparams.tmp12.bak', 'notes.txt', '.lock']
+    for name in kept + ['.mnist_epoch0.pdparams.tmp123', '.mnist_epoch0.json.tmp9']:
+        (tmp_path / name).write_text('x')
+    with checkpoints.hold_folder({'ckpt_dir': str(tmp_path), 'name': 'mnist', 'run_id': 'r'}):
+        pass
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
 
 
 def test_workers_leave_the_lock_to_rank_0(tmp_path, monkeypatch):
