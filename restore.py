@@ -35,10 +35,10 @@ def find(path):
             no_checkpoint_at(prefix)
         return prefix, read_meta(prefix)
     found = list_checkpoints(path)
-    if not found:  # earlier runs a newer one moved aside here, or in the folder above previous/
-        above = os.path.dirname(os.path.normpath(path)) or '.'
-        moved = moved_aside(path) or (moved_aside(above) if os.path.basename(
-            os.path.normpath(path)) == 'previous' else [])
+    if not found:  # a newer run may have moved earlier ones to path/previous/ (or path is that)
+        moved = moved_aside(path)
+        if not moved and os.path.basename(os.path.normpath(path)) == 'previous':
+            moved = moved_aside(os.path.dirname(os.path.normpath(path)) or '.')
         fail(f'{path} holds no complete checkpoint; ' + (
             f'a newer run moved earlier ones aside, the furthest trained first: '
             f'{", ".join(moved)}; {pass_ckpt()} one of them' if moved else
