@@ -100,10 +100,13 @@ def pass_ckpt():  # how to name another checkpoint where the run started
         ' (with make: CKPT=)' * common.started_by_make()) + ' with')
 
 
-def list_checkpoints(folder):  # [(global step, prefix, meta)] of the complete ones, oldest first
+def list_checkpoints(folder, starts=''):
+    """[(global step, prefix, meta)] of the complete checkpoints whose names start so (only those
+    are verified: their files hashed), oldest first."""
     found = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
-        meta = name.endswith('.json') and verified(os.path.join(folder, name[:-5]))
+        meta = name.startswith(starts) and name.endswith('.json') and \
+            verified(os.path.join(folder, name[:-5]))
         if meta and isinstance(meta.get('global_step'), int):
             found.append((meta['global_step'], os.path.join(folder, name[:-5]), meta))
     return sorted(found, key=lambda item: item[0])
@@ -135,9 +138,8 @@ def hold_folder(cfg):
                 with contextlib.suppress(OSError):  # a folder, another user's file: left as is
                     os.remove(os.path.join(cfg['ckpt_dir'], name))
         runs = {}  # another run's NAME_* checkpoints, oldest first, by run id
-        for _, prefix, meta in list_checkpoints(cfg['ckpt_dir']):
-            if os.path.basename(prefix).startswith(cfg['name'] + '_') \
-                    and meta.get('run_id') != cfg['run_id']:
+        for _, prefix, meta in list_checkpoints(cfg['ckpt_dir'], cfg['name'] + '_'):
+            if meta.get('run_id') != cfg['run_id']:
                 runs.setdefault(meta.get('run_id'), []).append((prefix, meta))
         for run_id, found in runs.items():
             move_aside(found, cfg['ckpt_dir'], run_id)

@@ -58,8 +58,7 @@ def no_checkpoint_at(prefix):
         fail(f'no checkpoint at {prefix}: a newer run moved it aside to ' + (
             moved[0] if len(moved) == 1 else f'one of {", ".join(moved)} (the last written first)')
             + f'; pass {ckpt_words(moved[0])}')
-    newest = [found[1] for found in list_checkpoints(folder)
-              if os.path.basename(found[1]).startswith(model)][-1:]
+    newest = [found[1] for found in list_checkpoints(folder, model)][-1:]
     if newest:
         fail(f'no checkpoint at {prefix}; the newest of its run\'s kind there is {newest[0]}: '
              f'pass {ckpt_words(newest[0])}')
@@ -81,10 +80,9 @@ def moved_aside(folder, name=None, kind=''):
     newest of each run of this kind; the furthest trained first, then the last written."""
     previous, found = os.path.join(folder, 'previous'), []
     for run in sorted(os.listdir(previous)) if os.path.isdir(previous) else []:
-        in_run = list_checkpoints(os.path.join(previous, run))  # ([] for a file or junk)
-        found += [(step, os.path.getmtime(prefix + '.json'), prefix)
-                  for step, prefix, _ in in_run if os.path.basename(prefix).startswith(kind)
-                  and name in (None, os.path.basename(prefix))][-1:]
+        in_run = list_checkpoints(os.path.join(previous, run), name or kind)  # ([]: junk)
+        found += [(step, os.path.getmtime(prefix + '.json'), prefix) for step, prefix, _ in in_run
+                  if name in (None, os.path.basename(prefix))][-1:]
     return [prefix for _, _, prefix in sorted(found, reverse=True)]
 
 
